@@ -1,0 +1,476 @@
+"""Audio features for matching: STFT, mel, log-mel, deltas, MFCC, centroid, loudness.
+
+Every function is pure and jit/vmap-able; leading batch dimensions are allowed everywhere
+(``"*batch samples"``). Constant tables (windows, the mel filterbank, the DCT and delta
+matrices, framing indices, K-weighting coefficients) are built once per ``FeatureConfig`` in
+NumPy (``functools.lru_cache`` keyed by the hashable config) and enter traced code as
+constants.
+
+Conventions, and what we match:
+
+* STFT: centered frames with ``pad_mode`` padding of ``n_fft // 2`` on both sides, periodic
+  Hann window, ``1 + num_samples // hop`` frames; the same as ``torch.stft`` (so auraloss) and
+  ``librosa.stft(..., pad_mode="reflect")``. librosa >= 0.10 pads with zeros by default; our
+  tests pass ``pad_mode="reflect"`` to librosa.
+* Mel: the Slaney mel scale and Slaney area normalisation (librosa's defaults,
+  ``htk=False, norm="slaney"``), applied to the power spectrogram (``power=2``). HTK's scale is
+  not offered: one choice keeps features comparable across the project.
+* Log-mel: ``10 * log10(max(mel_power, 10 ** (log_floor_db / 10)))``, i.e.
+  ``librosa.power_to_db(S, ref=1.0, amin=10 ** (log_floor_db / 10), top_db=None)``. The floor is
+  absolute (not relative to the clip's peak as librosa's ``top_db``), so a loss between two
+  clips never depends on either clip's maximum. -80 dB is well below the quietest part of a
+  loudness-normalised note that is worth matching (a full-scale sine reads about +48 dB).
+* MFCC: orthonormal DCT-II over the mel axis of the log-mel, first ``n_mfcc`` coefficients, as
+  ``librosa.feature.mfcc(S=log_mel)``. (``librosa.feature.mfcc(y=...)`` instead applies
+  ``top_db=80`` relative to the clip's peak; we do not.)
+* Deltas: Savitzky-Golay derivatives over ``delta_width`` frames with edge handling identical
+  to ``librosa.feature.delta(width=9, order=1 or 2, mode="interp")``: a polynomial of degree
+  ``order`` fitted to the first/last ``width`` frames has a constant ``order``-th derivative,
+  so the edge frames take the value of the nearest interior frame.
+* Spectral centroid: per frame, magnitude-weighted mean frequency in Hz
+  (``librosa.feature.spectral_centroid``, ``power=1``); 0 Hz for an all-zero frame.
+* Loudness: ITU-R BS.1770-4 integrated loudness (mono, channel gain 1). See ``loudness_lufs``
+  for the short-clip blocking and the silence floor.
+
+``analyze`` computes everything the matching loss needs from ONE loudness measurement and one
+STFT per resolution: spectral features are of the loudness-normalised clip (gain to
+``reference_lufs``, clipped to ``[-max_gain_db, +max_gain_db]``), so they carry no level
+information; level is carried by ``loudness_lufs`` alone. The ``n_fft``/``hop_length`` STFT
+is shared by log-mel, MFCC, centroid and the matching MR-STFT resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+LUFS_OFFSET_DB = -0.691  # BS.1770-4 eq. 2: L = -0.691 + 10 log10(sum_i G_i z_i)
+ABSOLUTE_GATE_LUFS = -70.0  # BS.1770-4 gamma_a
+RELATIVE_GATE_LU = -10.0  # BS.1770-4 gamma_r offset
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Static analysis settings (hashable: pass as a static argument to jit).
+
+    ``fmax_hz=None`` means ``sample_rate / 2``. ``mrstft_fft_sizes`` are the MR-STFT
+    resolutions; each uses ``hop = size // mrstft_hop_divisor`` and a full-length Hann window.
+    ``dft="fft"`` uses ``jnp.fft.rfft``; ``"matmul"`` multiplies frames by a precomputed DFT
+    matrix (faster on accelerators for small sizes, slower on CPU: see benchmarks/RESULTS.md).
+    """
+
+    sample_rate: int = 22050
+    duration_s: float = 0.5
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 64
+    fmin_hz: float = 0.0
+    fmax_hz: float | None = None
+    n_mfcc: int = 20
+    pad_mode: str = "reflect"
+    log_floor_db: float = -80.0
+    mag_eps: float = 1e-8  # power floor before sqrt/log in MR-STFT and centroid (auraloss eps)
+    delta_width: int = 9
+    mrstft_fft_sizes: tuple[int, ...] = (256, 512, 1024, 2048)
+    mrstft_hop_divisor: int = 4
+    reference_lufs: float = -20.0
+    max_gain_db: float = 40.0
+    loudness_floor_lufs: float = -100.0
+    dft: str = "fft"
+
+    def __post_init__(self):
+        fmax = self.fmax_hz_resolved
+        checks = [
+            (self.sample_rate > 0, "sample_rate must be positive"),
+            (self.num_samples > max(self.n_fft, *self.mrstft_fft_sizes) // 2,
+             f"clip of {self.num_samples} samples is too short for reflect padding of the "
+             f"largest FFT ({max(self.n_fft, *self.mrstft_fft_sizes)}); lengthen duration_s "
+             "or use smaller FFT sizes"),
+            (0 < self.hop_length <= self.n_fft, "need 0 < hop_length <= n_fft"),
+            (0.0 <= self.fmin_hz < fmax <= self.sample_rate / 2,
+             "need 0 <= fmin_hz < fmax_hz <= sample_rate / 2"),
+            (0 < self.n_mfcc <= self.n_mels, "need 0 < n_mfcc <= n_mels"),
+            (self.delta_width >= 3 and self.delta_width % 2 == 1,
+             "delta_width must be odd and >= 3 (librosa.feature.delta)"),
+            (self.pad_mode in ("reflect", "constant"), "pad_mode must be 'reflect' or 'constant'"),
+            (self.dft in ("fft", "matmul"), "dft must be 'fft' or 'matmul'"),
+            (self.max_gain_db >= 0.0, "max_gain_db must be >= 0"),
+            (len(self.mrstft_fft_sizes) > 0, "mrstft_fft_sizes must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"FeatureConfig: {message} (got {self})")
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.sample_rate * self.duration_s))
+
+    @property
+    def fmax_hz_resolved(self) -> float:
+        return self.sample_rate / 2.0 if self.fmax_hz is None else float(self.fmax_hz)
+
+    @property
+    def num_frames(self) -> int:
+        return 1 + self.num_samples // self.hop_length
+
+    @property
+    def mrstft_resolutions(self) -> tuple[tuple[int, int], ...]:
+        """(n_fft, hop) per MR-STFT resolution."""
+        return tuple((n, n // self.mrstft_hop_divisor) for n in self.mrstft_fft_sizes)
+
+
+class Features(NamedTuple):
+    """Everything the matching loss and the observation need from one clip.
+
+    Spectral fields describe the loudness-normalised clip (see module docstring).
+    ``mrstft_mag`` holds one ``(frames_r, n_fft_r // 2 + 1)`` magnitude per MR-STFT resolution.
+    """
+
+    log_mel: Float[Array, "*batch frames n_mels"]
+    mfcc: Float[Array, "*batch frames n_mfcc"]
+    centroid_hz: Float[Array, "*batch frames"]
+    frame_energy: Float[Array, "*batch frames"]  # sum of power over bins, normalised clip
+    mrstft_mag: tuple[Float[Array, "*batch f b"], ...]
+    loudness_lufs: Float[Array, "*batch"]
+    gain_db: Float[Array, "*batch"]  # gain applied to reach reference_lufs (clipped)
+    peak: Float[Array, "*batch"]  # raw clip, max |x|
+    dc_offset: Float[Array, "*batch"]  # raw clip, mean(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Constant tables (NumPy, built once per config)
+
+
+def hz_to_mel_slaney(freq_hz: np.ndarray) -> np.ndarray:
+    """Slaney (Auditory Toolbox) mel scale: linear below 1 kHz, log above (librosa htk=False)."""
+    freq_hz = np.asarray(freq_hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    linear = freq_hz / f_sp
+    logpart = min_log_mel + np.log(np.maximum(freq_hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(freq_hz >= min_log_hz, logpart, linear)
+
+
+def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
+    """Inverse of ``hz_to_mel_slaney``."""
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
+                    f_sp * mel)
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) triangular Slaney-scale filters with Slaney area norm.
+
+    Same construction as ``librosa.filters.mel(htk=False, norm="slaney")`` (transposed so that
+    ``power @ fb`` maps frames of bins to frames of bands).
+    """
+    fft_hz = np.linspace(0.0, cfg.sample_rate / 2.0, 1 + cfg.n_fft // 2)
+    mel_edges = np.linspace(hz_to_mel_slaney(cfg.fmin_hz), hz_to_mel_slaney(cfg.fmax_hz_resolved),
+                            cfg.n_mels + 2)
+    edges_hz = mel_to_hz_slaney(mel_edges)
+    widths_hz = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths_hz[:-1, None]
+    upper = ramps[2:] / widths_hz[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return weights.T.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
+    """(n_mels, n_mfcc) orthonormal DCT-II (``scipy.fft.dct(type=2, norm="ortho")``)."""
+    n = np.arange(n_mels)
+    k = np.arange(n_mfcc)
+    basis = np.cos(np.pi * k[None, :] * (2 * n[:, None] + 1) / (2 * n_mels)) * math.sqrt(2.0 / n_mels)
+    basis[:, 0] *= math.sqrt(0.5)
+    return basis.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def savgol_derivative_coeffs(width: int, order: int) -> np.ndarray:
+    """Correlation taps for the ``order``-th derivative of a degree-``order`` least-squares fit
+    over ``width`` points centred on 0 (``scipy.signal.savgol_coeffs(width, order, order,
+    use="dot")``), as used by ``librosa.feature.delta``."""
+    offsets = np.arange(width, dtype=np.float64) - width // 2
+    vander = offsets[:, None] ** np.arange(order + 1)[None, :]
+    return (np.linalg.pinv(vander)[order] * math.factorial(order)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def hann_window(n: int) -> np.ndarray:
+    """Periodic Hann window (``scipy.signal.get_window("hann", n)``, ``torch.hann_window``)."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _frame_indices(num_samples: int, n_fft: int, hop: int) -> np.ndarray:
+    num_frames = 1 + num_samples // hop
+    return (np.arange(num_frames)[:, None] * hop + np.arange(n_fft)[None, :]).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _dft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed real-input DFT as two (n_fft, n_fft // 2 + 1) matrices (cos, -sin)."""
+    n = np.arange(n_fft)[:, None]
+    k = np.arange(n_fft // 2 + 1)[None, :]
+    angle = 2.0 * np.pi * ((n * k) % n_fft) / n_fft
+    window = hann_window(n_fft).astype(np.float64)[:, None]
+    return ((window * np.cos(angle)).astype(np.float32),
+            (-window * np.sin(angle)).astype(np.float32))
+
+
+def k_weighting_coeffs(sample_rate: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """BS.1770-4 K-weighting as two biquads ((b, a) high-shelf, (b, a) high-pass) for any rate.
+
+    The analog prototypes (centre frequency, gain, Q) are those fitted to the standard's 48 kHz
+    coefficients by libebur128 (``ebur128_init_filter``); the bilinear transform at
+    ``sample_rate`` reproduces the standard's table to ~1e-8 at 48 kHz (tested).
+    """
+    f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
+    k = math.tan(math.pi * f0 / sample_rate)
+    vh = 10.0 ** (gain_db / 20.0)
+    vb = vh ** 0.4996667741545416
+    a0 = 1.0 + k / q + k * k
+    shelf_b = np.array([(vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0,
+                        (vh - vb * k / q + k * k) / a0])
+    shelf_a = np.array([1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0])
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = math.tan(math.pi * f0 / sample_rate)
+    a0 = 1.0 + k / q + k * k
+    hp_b = np.array([1.0, -2.0, 1.0])
+    hp_a = np.array([1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0])
+    return (shelf_b, shelf_a), (hp_b, hp_a)
+
+
+def loudness_blocks(num_samples: int, sample_rate: int) -> tuple[int, int, int]:
+    """(block_len, hop, n_blocks) of the BS.1770-4 gating blocks for a clip.
+
+    400 ms blocks with 75 % overlap (hop = round(0.1 s), block = 4 hops), starting at sample 0,
+    as many as fit entirely (pyloudnorm's placement for whole-second clips). A clip shorter
+    than one block is measured as ONE block spanning the whole clip (the standard is undefined
+    there; pyloudnorm raises). The default 0.5 s clip gets two blocks, [0, 0.4) s and
+    [0.1, 0.5) s, and the usual absolute and relative gates.
+    """
+    hop = int(round(0.1 * sample_rate))
+    block = 4 * hop
+    if num_samples < block:
+        return num_samples, num_samples, 1
+    return block, hop, (num_samples - block) // hop + 1
+
+
+# ---------------------------------------------------------------------------------------
+# Traced functions
+
+
+def _frames(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
+            pad_mode: str) -> Float[Array, "*batch frames n_fft"]:
+    pad = [(0, 0)] * (audio.ndim - 1) + [(n_fft // 2, n_fft // 2)]
+    padded = jnp.pad(audio, pad, mode=pad_mode)
+    return padded[..., _frame_indices(audio.shape[-1], n_fft, hop)]
+
+
+def stft_power(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
+               pad_mode: str = "reflect", dft: str = "fft") -> Float[Array, "*batch frames bins"]:
+    """|STFT|^2, centered periodic-Hann frames (``torch.stft`` / librosa with reflect pad).
+
+    Power (not magnitude) is returned: it is smooth everywhere, so gradients stay finite at
+    silence; take ``sqrt(max(power, eps))`` for a magnitude.
+    """
+    frames = _frames(audio, n_fft, hop, pad_mode)
+    if dft == "matmul":
+        cos_m, sin_m = _dft_matrices(n_fft)
+        re, im = frames @ cos_m, frames @ sin_m
+        return re * re + im * im
+    spec = jnp.fft.rfft(frames * hann_window(n_fft), axis=-1)
+    return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+
+
+def magnitude(power: Float[Array, "..."], eps: float = 1e-8) -> Float[Array, "..."]:
+    """``sqrt(max(power, eps))`` as in auraloss' ``STFTLoss.stft`` (finite gradient at 0)."""
+    return jnp.sqrt(jnp.maximum(power, eps))
+
+
+def mel_power(power: Float[Array, "*batch frames bins"],
+              cfg: FeatureConfig) -> Float[Array, "*batch frames n_mels"]:
+    """Mel-band power from an ``n_fft`` power spectrogram (Slaney filterbank)."""
+    return power @ mel_filterbank(cfg)
+
+
+def power_to_db(power: Float[Array, "..."], floor_db: float) -> Float[Array, "..."]:
+    """``10 log10(max(power, 10^(floor_db/10)))`` (librosa.power_to_db, ref=1, top_db=None)."""
+    return 10.0 * jnp.log10(jnp.maximum(power, 10.0 ** (floor_db / 10.0)))
+
+
+def log_mel(audio: Float[Array, "*batch samples"],
+            cfg: FeatureConfig) -> Float[Array, "*batch frames n_mels"]:
+    """Log-mel spectrogram in dB with an absolute floor of ``cfg.log_floor_db``."""
+    power = stft_power(audio, cfg.n_fft, cfg.hop_length, cfg.pad_mode, cfg.dft)
+    return power_to_db(mel_power(power, cfg), cfg.log_floor_db)
+
+
+def mfcc_from_log_mel(log_mel_db: Float[Array, "*batch frames n_mels"],
+                      n_mfcc: int) -> Float[Array, "*batch frames n_mfcc"]:
+    """MFCC = orthonormal DCT-II of the dB log-mel (``librosa.feature.mfcc(S=log_mel_db)``)."""
+    return log_mel_db @ dct_matrix(log_mel_db.shape[-1], n_mfcc)
+
+
+def delta(features: Float[Array, "*batch frames dims"], width: int = 9,
+          order: int = 1) -> Float[Array, "*batch frames dims"]:
+    """Time derivative over frames, ``librosa.feature.delta(width, order, mode="interp")``.
+
+    Needs ``frames >= width`` (librosa raises otherwise; here it is a trace-time error).
+    """
+    frames = features.shape[-2]
+    if frames < width:
+        raise ValueError(f"delta needs at least width={width} frames, got {frames}")
+    taps = savgol_derivative_coeffs(width, order)
+    half = width // 2
+    interior = sum(float(taps[i]) * features[..., i:frames - width + 1 + i, :]
+                   for i in range(width))
+    pad = [(0, 0)] * (features.ndim - 2) + [(half, half), (0, 0)]
+    return jnp.pad(interior, pad, mode="edge")
+
+
+def centroid_from_mag(mag: Float[Array, "*batch frames bins"],
+                      sample_rate: int) -> Float[Array, "*batch frames"]:
+    """Per-frame spectral centroid in Hz (librosa.feature.spectral_centroid on magnitudes)."""
+    n_fft = 2 * (mag.shape[-1] - 1)
+    freqs_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate).astype(np.float32)
+    total = jnp.sum(mag, axis=-1)
+    return (mag @ freqs_hz) / jnp.maximum(total, 1e-30)
+
+
+def spectral_centroid_hz(audio: Float[Array, "*batch samples"],
+                         cfg: FeatureConfig) -> Float[Array, "*batch frames"]:
+    """Per-frame centroid of the ``n_fft``/``hop_length`` STFT magnitude, in Hz.
+
+    Magnitudes are floored at ``sqrt(mag_eps)`` (gradient safety); in a frame of pure digital
+    silence this gives the mean bin frequency instead of librosa's 0 Hz.
+    """
+    power = stft_power(audio, cfg.n_fft, cfg.hop_length, cfg.pad_mode, cfg.dft)
+    return centroid_from_mag(magnitude(power, cfg.mag_eps), cfg.sample_rate)
+
+
+def _biquad_cascade(x: Float[Array, "*batch samples"],
+                    sections: tuple[tuple[np.ndarray, np.ndarray], ...]) -> Float[Array, "*batch samples"]:
+    """Cascade of fixed biquads, transposed direct form II, via one ``lax.scan`` over time.
+
+    Zero initial state, like ``scipy.signal.lfilter``. Time-major: the scan carries a
+    vector of states over the batch.
+    """
+    coeffs = [(np.float32(b[0]), np.float32(b[1]), np.float32(b[2]),
+               np.float32(a[1]), np.float32(a[2])) for b, a in sections]
+
+    def step(state, sample):
+        new_state = []
+        y = sample
+        for (b0, b1, b2, a1, a2), (s1, s2) in zip(coeffs, state):
+            out = b0 * y + s1
+            new_state.append((b1 * y - a1 * out + s2, b2 * y - a2 * out))
+            y = out
+        return tuple(new_state), y
+
+    time_major = jnp.moveaxis(x, -1, 0)
+    zeros = jnp.zeros(x.shape[:-1], x.dtype)
+    init = tuple((zeros, zeros) for _ in coeffs)
+    _, y = jax.lax.scan(step, init, time_major)
+    return jnp.moveaxis(y, 0, -1)
+
+
+def k_weight(audio: Float[Array, "*batch samples"], sample_rate: int) -> Float[Array, "*batch samples"]:
+    """BS.1770-4 K-weighting filter (high shelf then high pass) at ``sample_rate``."""
+    return _biquad_cascade(audio, k_weighting_coeffs(sample_rate))
+
+
+def _lufs(mean_square, floor_lufs: float):
+    floor_ms = 10.0 ** ((floor_lufs - LUFS_OFFSET_DB) / 10.0)
+    return LUFS_OFFSET_DB + 10.0 * jnp.log10(jnp.maximum(mean_square, floor_ms))
+
+
+def loudness_lufs(audio: Float[Array, "*batch samples"], sample_rate: int,
+                  floor_lufs: float = -100.0) -> Float[Array, "*batch"]:
+    """Integrated loudness in LUFS (ITU-R BS.1770-4, mono, channel weight 1).
+
+    K-weighting, 400 ms blocks at 75 % overlap (``loudness_blocks``: a clip shorter than
+    400 ms is one whole-clip block), absolute gate at -70 LUFS, relative gate at -10 LU below
+    the absolutely-gated mean. Gates are masks over a fixed number of blocks. If no block
+    passes the gates (e.g. silence or a clip quieter than -70 LUFS), the ungated mean of all
+    blocks is used instead (pyloudnorm returns -inf there), and the result is floored at
+    ``floor_lufs``: silence gives exactly ``floor_lufs``, never NaN or -inf, and a very quiet
+    sound still has a finite loudness and gradient.
+    """
+    num_samples = audio.shape[-1]
+    block, hop, n_blocks = loudness_blocks(num_samples, sample_rate)
+    weighted_sq = jnp.square(k_weight(audio, sample_rate))
+    if n_blocks == 1:
+        block_ms = jnp.mean(weighted_sq[..., :block], axis=-1, keepdims=True)
+    else:
+        n_hops = n_blocks + block // hop - 1
+        hops = jnp.sum(weighted_sq[..., :n_hops * hop].reshape(*audio.shape[:-1], n_hops, hop),
+                       axis=-1)
+        block_ms = sum(hops[..., i:i + n_blocks] for i in range(block // hop)) / block
+    block_lufs = _lufs(block_ms, -200.0)
+
+    def gated_mean(mask):
+        count = jnp.sum(mask, axis=-1)
+        return jnp.sum(block_ms * mask, axis=-1) / jnp.maximum(count, 1), count
+
+    above_abs = block_lufs >= ABSOLUTE_GATE_LUFS
+    abs_mean, _ = gated_mean(above_abs)
+    relative_gate_lufs = _lufs(abs_mean, -200.0) + RELATIVE_GATE_LU
+    passed = above_abs & (block_lufs > relative_gate_lufs[..., None])
+    gated, count = gated_mean(passed)
+    mean_square = jnp.where(count > 0, gated, jnp.mean(block_ms, axis=-1))
+    return _lufs(mean_square, floor_lufs)
+
+
+def loudness_gain_db(loudness: Float[Array, "*batch"], cfg: FeatureConfig) -> Float[Array, "*batch"]:
+    """Gain that brings ``loudness`` to ``cfg.reference_lufs``, clipped to +-``max_gain_db``.
+
+    The clip keeps silence and near-silence from being amplified into full-scale noise.
+    """
+    return jnp.clip(cfg.reference_lufs - loudness, -cfg.max_gain_db, cfg.max_gain_db)
+
+
+def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureConfig()) -> Features:
+    """All matching features of a clip; spectral ones from the loudness-normalised clip.
+
+    The normalising gain is a scalar, so each STFT is taken once on the raw clip and its power
+    is scaled by ``gain^2``: one STFT per resolution, and the ``n_fft``/``hop_length`` one is
+    shared by log-mel, MFCC, centroid and the MR-STFT term at that resolution.
+    """
+    if audio.shape[-1] != cfg.num_samples:
+        raise ValueError(f"analyze: audio has {audio.shape[-1]} samples, FeatureConfig expects "
+                         f"{cfg.num_samples} (sample_rate * duration_s); pad/trim or change cfg")
+    loud = loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs)
+    gain_db = loudness_gain_db(loud, cfg)
+    power_gain = (10.0 ** (gain_db / 10.0))[..., None, None]
+
+    powers = {}
+    for n_fft, hop in ((cfg.n_fft, cfg.hop_length),) + cfg.mrstft_resolutions:
+        if (n_fft, hop) not in powers:
+            powers[n_fft, hop] = power_gain * stft_power(audio, n_fft, hop, cfg.pad_mode, cfg.dft)
+    main_power = powers[cfg.n_fft, cfg.hop_length]
+    mel_db = power_to_db(mel_power(main_power, cfg), cfg.log_floor_db)
+    return Features(
+        log_mel=mel_db,
+        mfcc=mfcc_from_log_mel(mel_db, cfg.n_mfcc),
+        centroid_hz=centroid_from_mag(magnitude(main_power, cfg.mag_eps), cfg.sample_rate),
+        frame_energy=jnp.sum(main_power, axis=-1),
+        mrstft_mag=tuple(magnitude(powers[r], cfg.mag_eps) for r in cfg.mrstft_resolutions),
+        loudness_lufs=loud,
+        gain_db=gain_db,
+        peak=jnp.max(jnp.abs(audio), axis=-1),
+        dc_offset=jnp.mean(audio, axis=-1),
+    )
