@@ -83,6 +83,7 @@ class FeatureConfig:
     reference_lufs: float = -20.0
     max_gain_db: float = 40.0
     loudness_floor_lufs: float = -100.0
+    clip_level: float = 0.99  # |sample| at or above this counts as clipped
     dft: str = "fft"
 
     def __post_init__(self):
@@ -102,6 +103,7 @@ class FeatureConfig:
             (self.pad_mode in ("reflect", "constant"), "pad_mode must be 'reflect' or 'constant'"),
             (self.dft in ("fft", "matmul"), "dft must be 'fft' or 'matmul'"),
             (self.max_gain_db >= 0.0, "max_gain_db must be >= 0"),
+            (0.0 < self.clip_level <= 1.0, "clip_level must be in (0, 1]"),
             (len(self.mrstft_fft_sizes) > 0, "mrstft_fft_sizes must not be empty"),
         ]
         for ok, message in checks:
@@ -142,6 +144,7 @@ class Features(NamedTuple):
     gain_db: Float[Array, "*batch"]  # gain applied to reach reference_lufs (clipped)
     peak: Float[Array, "*batch"]  # raw clip, max |x|
     dc_offset: Float[Array, "*batch"]  # raw clip, mean(x)
+    clip_fraction: Float[Array, "*batch"]  # raw clip, fraction of |x| >= clip_level
 
 
 # ---------------------------------------------------------------------------------------
@@ -473,4 +476,5 @@ def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureC
         gain_db=gain_db,
         peak=jnp.max(jnp.abs(audio), axis=-1),
         dc_offset=jnp.mean(audio, axis=-1),
+        clip_fraction=jnp.mean((jnp.abs(audio) >= cfg.clip_level).astype(audio.dtype), axis=-1),
     )

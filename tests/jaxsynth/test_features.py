@@ -267,6 +267,8 @@ def test_analyze_shapes_and_finiteness():
     assert float(feats.gain_db[0]) == CFG.max_gain_db  # silence: gain clipped, not infinite
     np.testing.assert_allclose(feats.log_mel[0], CFG.log_floor_db, atol=1e-4)
     assert float(feats.dc_offset[2]) == pytest.approx(1.0)
+    np.testing.assert_allclose(feats.clip_fraction, [0.0, 0.01, 1.0, 0.0], atol=0.004)
+    np.testing.assert_allclose(feats.peak[2:], [1.0, np.abs(CLIP).max()], rtol=1e-6)
 
 
 def test_analyze_is_level_invariant_except_loudness():
