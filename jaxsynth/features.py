@@ -85,6 +85,7 @@ class FeatureConfig:
     loudness_floor_lufs: float = -100.0
     clip_level: float = 0.99  # |sample| at or above this counts as clipped
     dft: str = "fft"
+    k_weighting: str = "fir"  # "fir": FFT convolution with the truncated impulse response
 
     def __post_init__(self):
         fmax = self.fmax_hz_resolved
@@ -102,6 +103,7 @@ class FeatureConfig:
              "delta_width must be odd and >= 3 (librosa.feature.delta)"),
             (self.pad_mode in ("reflect", "constant"), "pad_mode must be 'reflect' or 'constant'"),
             (self.dft in ("fft", "matmul"), "dft must be 'fft' or 'matmul'"),
+            (self.k_weighting in ("fir", "scan"), "k_weighting must be 'fir' or 'scan'"),
             (self.max_gain_db >= 0.0, "max_gain_db must be >= 0"),
             (0.0 < self.clip_level <= 1.0, "clip_level must be in (0, 1]"),
             (len(self.mrstft_fft_sizes) > 0, "mrstft_fft_sizes must not be empty"),
@@ -391,9 +393,43 @@ def _biquad_cascade(x: Float[Array, "*batch samples"],
     return jnp.moveaxis(y, 0, -1)
 
 
-def k_weight(audio: Float[Array, "*batch samples"], sample_rate: int) -> Float[Array, "*batch samples"]:
-    """BS.1770-4 K-weighting filter (high shelf then high pass) at ``sample_rate``."""
-    return _biquad_cascade(audio, k_weighting_coeffs(sample_rate))
+@functools.lru_cache(maxsize=None)
+def k_weighting_impulse_response(sample_rate: int, tail_tolerance: float = 1e-8) -> np.ndarray:
+    """K-weighting impulse response (float64 recursion), truncated where the remaining tail's
+    absolute sum falls below ``tail_tolerance`` times the total: at most that relative error
+    per output sample. (~0.2 s long: the 38 Hz high-pass rings longest.)"""
+    n = int(2.0 * sample_rate)
+    h = np.zeros(n)
+    h[0] = 1.0
+    for b, a in k_weighting_coeffs(sample_rate):
+        y = np.zeros(n)
+        x1 = x2 = y1 = y2 = 0.0
+        for i in range(n):
+            y[i] = b[0] * h[i] + b[1] * x1 + b[2] * x2 - a[1] * y1 - a[2] * y2
+            x2, x1, y2, y1 = x1, h[i], y1, y[i]
+        h = y
+    tail = np.cumsum(np.abs(h)[::-1])[::-1]
+    length = int(np.argmax(tail < tail_tolerance * tail[0]))
+    return h[:max(length, 1)].astype(np.float32)
+
+
+def k_weight(audio: Float[Array, "*batch samples"], sample_rate: int,
+             method: str = "fir") -> Float[Array, "*batch samples"]:
+    """BS.1770-4 K-weighting filter (high shelf then high pass) at ``sample_rate``.
+
+    ``method="scan"`` runs the two biquads sample by sample (``lax.scan``); ``"fir"`` convolves
+    with the truncated impulse response by FFT: the same filter to ~1e-6 of full scale
+    (float32 FFT rounding; the float32 recursion drifts ~4e-5 near the 38 Hz poles), and no
+    11,025-step sequential loop, which matters on accelerators. On the 2-core CPU neither
+    wins at every batch size (benchmarks/RESULTS.md, "Features and losses").
+    """
+    if method == "scan":
+        return _biquad_cascade(audio, k_weighting_coeffs(sample_rate))
+    h = k_weighting_impulse_response(sample_rate)
+    num_samples = audio.shape[-1]
+    n = 1 << int(math.ceil(math.log2(num_samples + h.size - 1)))
+    spectrum = jnp.fft.rfft(audio, n, axis=-1) * np.fft.rfft(h.astype(np.float64), n).astype(np.complex64)
+    return jnp.fft.irfft(spectrum, n, axis=-1)[..., :num_samples].astype(audio.dtype)
 
 
 def _lufs(mean_square, floor_lufs: float):
@@ -402,7 +438,7 @@ def _lufs(mean_square, floor_lufs: float):
 
 
 def loudness_lufs(audio: Float[Array, "*batch samples"], sample_rate: int,
-                  floor_lufs: float = -100.0) -> Float[Array, "*batch"]:
+                  floor_lufs: float = -100.0, k_weighting: str = "fir") -> Float[Array, "*batch"]:
     """Integrated loudness in LUFS (ITU-R BS.1770-4, mono, channel weight 1).
 
     K-weighting, 400 ms blocks at 75 % overlap (``loudness_blocks``: a clip shorter than
@@ -411,11 +447,12 @@ def loudness_lufs(audio: Float[Array, "*batch samples"], sample_rate: int,
     passes the gates (e.g. silence or a clip quieter than -70 LUFS), the ungated mean of all
     blocks is used instead (pyloudnorm returns -inf there), and the result is floored at
     ``floor_lufs``: silence gives exactly ``floor_lufs``, never NaN or -inf, and a very quiet
-    sound still has a finite loudness and gradient.
+    sound still has a finite loudness and gradient. ``k_weighting`` selects the filter
+    implementation (see ``k_weight``).
     """
     num_samples = audio.shape[-1]
     block, hop, n_blocks = loudness_blocks(num_samples, sample_rate)
-    weighted_sq = jnp.square(k_weight(audio, sample_rate))
+    weighted_sq = jnp.square(k_weight(audio, sample_rate, k_weighting))
     if n_blocks == 1:
         block_ms = jnp.mean(weighted_sq[..., :block], axis=-1, keepdims=True)
     else:
@@ -449,21 +486,21 @@ def loudness_gain_db(loudness: Float[Array, "*batch"], cfg: FeatureConfig) -> Fl
 def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureConfig()) -> Features:
     """All matching features of a clip; spectral ones from the loudness-normalised clip.
 
-    The normalising gain is a scalar, so each STFT is taken once on the raw clip and its power
-    is scaled by ``gain^2``: one STFT per resolution, and the ``n_fft``/``hop_length`` one is
-    shared by log-mel, MFCC, centroid and the MR-STFT term at that resolution.
+    One STFT per resolution of the normalised clip; the ``n_fft``/``hop_length`` one is shared
+    by log-mel, MFCC, centroid and the MR-STFT term at that resolution. (Scaling the clip
+    before the STFTs is cheaper than scaling the ~90k power bins after them.)
     """
     if audio.shape[-1] != cfg.num_samples:
         raise ValueError(f"analyze: audio has {audio.shape[-1]} samples, FeatureConfig expects "
                          f"{cfg.num_samples} (sample_rate * duration_s); pad/trim or change cfg")
-    loud = loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs)
+    loud = loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs, cfg.k_weighting)
     gain_db = loudness_gain_db(loud, cfg)
-    power_gain = (10.0 ** (gain_db / 10.0))[..., None, None]
+    normalized = audio * (10.0 ** (gain_db / 20.0))[..., None]
 
     powers = {}
     for n_fft, hop in ((cfg.n_fft, cfg.hop_length),) + cfg.mrstft_resolutions:
         if (n_fft, hop) not in powers:
-            powers[n_fft, hop] = power_gain * stft_power(audio, n_fft, hop, cfg.pad_mode, cfg.dft)
+            powers[n_fft, hop] = stft_power(normalized, n_fft, hop, cfg.pad_mode, cfg.dft)
     main_power = powers[cfg.n_fft, cfg.hop_length]
     mel_db = power_to_db(mel_power(main_power, cfg), cfg.log_floor_db)
     return Features(
