@@ -1,0 +1,1 @@
+"""agents: the sound-matching environment, matchers (CMA-ES, gradient, SAC) and their CLIs."""
