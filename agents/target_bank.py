@@ -1,0 +1,172 @@
+"""Target bank: per curriculum stage, ``bank_size`` target presets rendered ONCE, their
+features cached on device, plus the episode start presets, so ``reset`` never renders.
+
+gymnax-style auto-reset computes a reset on every step (then selects); if a reset rendered
+and analysed a target, every step would pay two renders. Here a reset is two random indices
+and a few gathers (DESIGN.md, "Targets come from a target bank").
+
+All sounds in the environment (targets, starts and every step's current sound) are rendered
+with ONE fixed key, ``TargetBank.render_key``: the unison start phases and the noise are then
+the same for equal parameters, so the matching loss is a deterministic function of
+(params, target). A no-op edit then earns exactly zero improvement (up to float rounding of
+batch vs single rendering), and the target's own parameters reach loss ~0.
+
+Memory: the cached ``Features`` hold the MR-STFT magnitudes of every resolution, about
+90,000 float32 values (~360 KB) per 0.5 s target with the default analysis
+(``bytes_per_target``); the log-mel observation adds 11 KB. The default bank (4 stages x 128
+targets) is therefore ~190 MB; see agents/env.py for the choice of ``bank_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jaxtyping import Array, Float, Int
+
+from agents import curriculum as C
+from jaxsynth import params as P
+from jaxsynth.features import Features, analyze
+from jaxsynth.losses import matching_loss
+from jaxsynth.synth import render_batch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents.env import EnvConfig
+
+_TARGET_STREAM, _START_STREAM, _RENDER_STREAM = 1, 2, 3
+
+
+@struct.dataclass
+class TargetBank:
+    """Cached targets and start presets (a pytree; leading axes ``(n_stages, bank_size)``).
+
+    ``log_mel`` is the observation log-mel (``level_log_mel``: at the clip's own level),
+    ``features`` the full analysis used by the matching loss, ``start_loss[s, j, i]`` the
+    matching loss of start preset ``j`` against target ``i`` of stage ``s`` (so a reset needs
+    no loss evaluation either).
+    """
+
+    params01: Float[Array, "stages bank n_params"]
+    log_mel: Float[Array, "stages bank frames n_mels"]
+    features: Features
+    start_params01: Float[Array, "stages n_start n_params"]
+    start_log_mel: Float[Array, "stages n_start frames n_mels"]
+    start_loss: Float[Array, "stages n_start bank"]
+    render_key: Array
+
+    @property
+    def n_stages(self) -> int:
+        return self.params01.shape[0]
+
+    @property
+    def bank_size(self) -> int:
+        return self.params01.shape[1]
+
+    @property
+    def n_start(self) -> int:
+        return self.start_params01.shape[1]
+
+    def target(self, flat_index: Int[Array, ""]):
+        """(params01, log_mel, features) of target ``flat_index = stage * bank_size + i``."""
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])[flat_index]
+        return flat(self.params01), flat(self.log_mel), jax.tree.map(flat, self.features)
+
+
+def level_log_mel(features: Features) -> Float[Array, "*batch frames n_mels"]:
+    """The observation log-mel: ``Features.log_mel`` (dB, of the loudness-normalised clip)
+    shifted back by the normalising gain, i.e. the log-mel at the clip's own level.
+
+    ``analyze`` normalises loudness before every spectral feature, so its log-mel carries no
+    level; the agent needs level to set ``output.gain_db`` and the oscillator levels, and the
+    replay buffer stores only this log-mel (``SynthMatchEnv.obs_from``), so level goes in here.
+    """
+    return features.log_mel - features.gain_db[..., None, None]
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _analyze_chunk(params01, render_key, config: "EnvConfig"):
+    keys = jax.vmap(lambda _: render_key)(jnp.arange(params01.shape[0]))
+    audio = render_batch(params01, keys, config.synth, note=config.note, velocity=config.velocity)
+    features = analyze(audio, config.features)
+    return level_log_mel(features), features
+
+
+def render_features(params01: np.ndarray, render_key: Array, config: "EnvConfig"):
+    """Render and analyse presets (n, N_PARAMS) in fixed-size chunks (one compilation):
+    returns (log_mel (n, frames, n_mels), Features with leading axis n) as NumPy arrays."""
+    x = P.validate_params01(params01)
+    n, chunk = x.shape[0], config.build_chunk
+    pad = (-n) % chunk
+    x = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
+    outs = [jax.device_get(_analyze_chunk(jnp.asarray(x[i:i + chunk]), render_key, config))
+            for i in range(0, x.shape[0], chunk)]
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *outs)
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _pairwise_loss(start_features: Features, target_features: Features, config: "EnvConfig"):
+    """(n_start, bank) matching losses of each start against each target (``lax.map`` over
+    starts keeps the transient at one start x bank, not n_start x bank spectrograms)."""
+    one = lambda s, t: matching_loss(s, t, config.loss_weights).total
+    return jax.lax.map(lambda s: jax.vmap(one, in_axes=(None, 0))(s, target_features), start_features)
+
+
+def build_bank(key: Array, config: "EnvConfig") -> TargetBank:
+    """Render and analyse every stage's training targets and start presets once (host loop
+    over fixed-size jitted chunks), then put the bank on the default device.
+
+    Targets come from ``curriculum.training_presets`` (even partition bins), so held-out
+    presets (``curriculum.heldout_presets``) are never in the bank.
+    """
+    if isinstance(key, int):
+        raise TypeError("build_bank needs a JAX PRNG key (jax.random.key(seed)), not an int")
+    n_stages, size = C.N_STAGES, config.bank_size
+    render_key = jax.random.fold_in(key, _RENDER_STREAM)
+    targets = np.stack([C.training_presets(jax.random.fold_in(jax.random.fold_in(key, _TARGET_STREAM), s),
+                                           s, size) for s in range(n_stages)])
+    if config.init == "default":
+        starts = np.broadcast_to(P.DEFAULT_PARAMS01, (n_stages, 1, P.N_PARAMS)).copy()
+    else:
+        masks = C.stage_module_masks()
+        starts = np.stack([np.asarray(P.sample_params01(
+            jax.random.fold_in(jax.random.fold_in(key, _START_STREAM), s), masks[s],
+            shape=(config.n_start_presets,))) for s in range(n_stages)])
+    n_start = starts.shape[1]
+
+    t_mel, t_feat = render_features(targets.reshape(-1, P.N_PARAMS), render_key, config)
+    s_mel, s_feat = render_features(starts.reshape(-1, P.N_PARAMS), render_key, config)
+    per_stage = lambda tree, n: jax.tree.map(lambda x: x.reshape((n_stages, n) + x.shape[1:]), tree)
+    t_feat, s_feat = per_stage(t_feat, size), per_stage(s_feat, n_start)
+    start_loss = np.stack([
+        np.asarray(_pairwise_loss(jax.tree.map(lambda x: x[s], s_feat),
+                                  jax.tree.map(lambda x: x[s], t_feat), config))
+        for s in range(n_stages)])
+    return TargetBank(
+        params01=jnp.asarray(targets, jnp.float32),
+        log_mel=jnp.asarray(t_mel.reshape((n_stages, size) + t_mel.shape[1:])),
+        features=jax.tree.map(jnp.asarray, t_feat),
+        start_params01=jnp.asarray(starts, jnp.float32),
+        start_log_mel=jnp.asarray(s_mel.reshape((n_stages, n_start) + s_mel.shape[1:])),
+        start_loss=jnp.asarray(start_loss, jnp.float32),
+        render_key=render_key,
+    )
+
+
+def bytes_per_target(config: "EnvConfig") -> int:
+    """Device bytes one cached target takes (params, observation log-mel, all features)."""
+    shapes = jax.eval_shape(lambda p: _analyze_chunk(p, jax.random.key(0), config),
+                            jax.ShapeDtypeStruct((config.build_chunk, P.N_PARAMS), jnp.float32))
+    leaves = jax.tree.leaves(shapes)
+    per_chunk = sum(math.prod(l.shape) * l.dtype.itemsize for l in leaves)
+    return per_chunk // config.build_chunk + P.N_PARAMS * 4
+
+
+def bank_bytes(bank: TargetBank) -> int:
+    """Total bytes of a built bank's arrays."""
+    return sum(x.nbytes for x in jax.tree.leaves(bank) if hasattr(x, "nbytes")
+               and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
