@@ -293,9 +293,12 @@ def load_preset(path: str | os.PathLike) -> np.ndarray:
             data = json.load(f)
     except FileNotFoundError:
         raise PresetError(f"preset file {os.fspath(path)!r} does not exist") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PresetError(f"preset file {os.fspath(path)!r} is not valid JSON ({e}); "
                           "it should look like the output of jaxsynth.params.save_preset") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise PresetError(f"preset file {os.fspath(path)!r} cannot be read ({e.strerror}); "
+                          "give the path of a .json file written by save_preset") from None
     params = data.get("params") if isinstance(data, dict) else None
     if params is None:
         raise PresetError(f"preset file {os.fspath(path)!r} has no 'params' object")
