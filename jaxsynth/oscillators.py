@@ -22,7 +22,8 @@ from jaxtyping import Array, Float
 
 
 def _fit_sine_coefficients() -> tuple[float, float, float]:
-    """sin(pi y) ~= y (1 - y^2) (c0 + c1 y^2 + c2 y^4) on [-1, 1] (max error ~2e-5)."""
+    """sin(pi y) ~= y (1 - y^2) (c0 + c1 y^2 + c2 y^4) on [-1, 1] (max error 4.0e-4: harmonics
+    below -70 dB; a fourth term would reach 1e-5)."""
     y = np.linspace(1e-3, 1 - 1e-3, 4001)
     basis = np.stack([y * (1 - y**2) * y ** (2 * k) for k in range(3)], axis=1)
     coef, *_ = np.linalg.lstsq(basis, np.sin(np.pi * y), rcond=None)
