@@ -88,12 +88,18 @@ def level_log_mel(features: Features) -> Float[Array, "*batch frames n_mels"]:
     return features.log_mel - features.gain_db[..., None, None]
 
 
-@partial(jax.jit, static_argnames=("config",))
-def _analyze_chunk(params01, render_key, config: "EnvConfig"):
+@partial(jax.jit, static_argnames=("synth", "features", "note", "velocity"))
+def _analyze_chunk_jit(params01, render_key, synth, features, note, velocity):
     keys = jax.vmap(lambda _: render_key)(jnp.arange(params01.shape[0]))
-    audio = render_batch(params01, keys, config.synth, note=config.note, velocity=config.velocity)
-    features = analyze(audio, config.features)
-    return level_log_mel(features), features
+    feats = analyze(render_batch(params01, keys, synth, note=note, velocity=velocity), features)
+    return level_log_mel(feats), feats
+
+
+def _analyze_chunk(params01, render_key, config: "EnvConfig"):
+    """Static arguments are only the render/analysis settings, so configs that differ in
+    anything else (bank size, init, ...) share one compilation."""
+    return _analyze_chunk_jit(params01, render_key, config.synth, config.features, config.note,
+                              config.velocity)
 
 
 def render_features(params01: np.ndarray, render_key: Array, config: "EnvConfig"):
@@ -108,11 +114,11 @@ def render_features(params01: np.ndarray, render_key: Array, config: "EnvConfig"
     return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *outs)
 
 
-@partial(jax.jit, static_argnames=("config",))
-def _pairwise_loss(start_features: Features, target_features: Features, config: "EnvConfig"):
+@partial(jax.jit, static_argnames=("weights",))
+def _pairwise_loss(start_features: Features, target_features: Features, weights):
     """(n_start, bank) matching losses of each start against each target (``lax.map`` over
     starts keeps the transient at one start x bank, not n_start x bank spectrograms)."""
-    one = lambda s, t: matching_loss(s, t, config.loss_weights).total
+    one = lambda s, t: matching_loss(s, t, weights).total
     return jax.lax.map(lambda s: jax.vmap(one, in_axes=(None, 0))(s, target_features), start_features)
 
 
@@ -144,7 +150,7 @@ def build_bank(key: Array, config: "EnvConfig") -> TargetBank:
     t_feat, s_feat = per_stage(t_feat, size), per_stage(s_feat, n_start)
     start_loss = np.stack([
         np.asarray(_pairwise_loss(jax.tree.map(lambda x: x[s], s_feat),
-                                  jax.tree.map(lambda x: x[s], t_feat), config))
+                                  jax.tree.map(lambda x: x[s], t_feat), config.loss_weights))
         for s in range(n_stages)])
     return TargetBank(
         params01=jnp.asarray(targets, jnp.float32),
