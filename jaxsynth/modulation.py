@@ -22,7 +22,9 @@ def lfo(t_s: Float[Array, "times 1"], rate_hz: Float[Array, "batch"],
     phase = frac(rate_hz * t_s)
     shapes = jnp.stack([sine(phase), triangle(phase), 2.0 * frac(phase + 0.5) - 1.0,
                         jnp.where(phase < 0.5, 1.0, -1.0)], axis=-1)
-    return jnp.sum(shapes * shape_onehot, axis=-1)
+    # clipped: the polynomial sine overshoots +-1 by 2.3e-4, which would lift the tremolo
+    # gain above 1 and the output above its documented bound
+    return jnp.clip(jnp.sum(shapes * shape_onehot, axis=-1), -1.0, 1.0)
 
 
 def control_times(num_blocks: int, hop: int, sample_rate: int) -> Float[Array, "points"]:
