@@ -81,7 +81,8 @@ def test_lfo_mixes_shapes_linearly():
     mixed = np.asarray(_lfo(jnp.asarray(T, jnp.float32)[:, None], jnp.asarray(RATES, jnp.float32),
                             jnp.asarray(np.tile(w, (len(RATES), 1)))))
     parts = sum(wi * run_lfo(s) for wi, s in zip(w, LFO_SHAPES))
-    np.testing.assert_allclose(mixed, parts, atol=1e-5)
+    # 1e-4: the parts are clipped one by one, the mix once (sine overshoot 2.3e-4 x weight)
+    np.testing.assert_allclose(mixed, parts, atol=1e-4)
 
 
 def test_interpolate_control_is_linear_between_points():
