@@ -115,7 +115,7 @@ def test_envelope_is_continuous_at_segment_boundaries():
         assert np.max(np.abs(np.diff(got))) <= slope / FS * (1 + 1e-4) + 1e-6, (a, d, s, r, off)
 
 
-def test_gradients_with_respect_to_times_are_finite_and_match_finite_differences():
+def test_gradients_with_respect_to_times_match_the_closed_form_area():
     t = jnp.asarray(T[: FS // 2], jnp.float32)
 
     def area(theta):
@@ -123,7 +123,7 @@ def test_gradients_with_respect_to_times_are_finite_and_match_finite_differences
         return jnp.sum(adsr(t, a, d, s, r, off)) / FS
 
     theta = jnp.asarray([0.05, 0.1, 0.6, 0.08, 0.3], jnp.float32)
-    g = np.asarray(jax.grad(area)(theta))
+    g = np.asarray(jax.jit(jax.grad(area))(theta))
     assert np.all(np.isfinite(g)) and np.all(g != 0.0), g
     # Closed form of the area (continuous time, integral of the envelope): with the note-off
     # after attack + decay, area = a/2 + d (1 + s)/2 + s (off - a - d) + s r / 2, so
@@ -138,6 +138,6 @@ def test_gradients_with_respect_to_times_are_finite_and_match_finite_differences
 def test_adsr_broadcasts_over_a_batch_time_major():
     t = jnp.asarray(T[:100, None], jnp.float32)
     a = jnp.asarray([0.001, 0.002, 0.004], jnp.float32)
-    out = adsr(t, a, 0.01, 0.5, 0.1, 0.05)
+    out = _adsr(t, a, 0.01, 0.5, 0.1, 0.05)
     assert out.shape == (100, 3)
     np.testing.assert_allclose(np.asarray(out[:, 1]), render(0.002, 0.01, 0.5, 0.1, 0.05)[:100], atol=1e-6)

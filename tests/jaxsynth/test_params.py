@@ -20,6 +20,9 @@ from jaxsynth.params import PresetError
 
 CONTINUOUS = [i for i, s in enumerate(P.SPECS) if not s.discrete]
 DISCRETE = [i for i, s in enumerate(P.SPECS) if s.discrete]
+# One batch shape for every array test: eager jnp ops compile once per shape, and on a loaded
+# 2-core machine a handful of extra shapes costs seconds.
+ROWS = 512
 
 
 def reference_denormalize(u: np.ndarray) -> np.ndarray:
@@ -51,7 +54,7 @@ def test_table_is_consistent():
 
 def test_denormalize_matches_each_curve():
     # float32 vs a float64 reference: relative 2e-6 covers ~10 ulps of exp/pow in float32.
-    u = np.random.default_rng(0).uniform(0, 1, (257, P.N_PARAMS))
+    u = np.random.default_rng(0).uniform(0, 1, (ROWS, P.N_PARAMS))
     got = np.asarray(P.denormalize(jnp.asarray(u, jnp.float32)), np.float64)
     ref = reference_denormalize(u.astype(np.float32).astype(np.float64))
     scale = np.maximum(np.abs(P._LOW), np.abs(P._HIGH)).astype(np.float64)
@@ -66,7 +69,7 @@ def test_normalize_denormalize_round_trip(curve):
     # few ulps relative to the physical value, which the curve's slope maps back to u.
     idx = [i for i in CONTINUOUS if P.SPECS[i].curve == curve]
     assert idx, f"no {curve} parameter"
-    u = np.random.default_rng(1).uniform(0, 1, (500, P.N_PARAMS)).astype(np.float32)
+    u = np.random.default_rng(1).uniform(0, 1, (ROWS, P.N_PARAMS)).astype(np.float32)
     u[0], u[1] = 0.0, 1.0  # both endpoints of every curve
     back = np.asarray(P.normalize(P.denormalize(jnp.asarray(u))))
     np.testing.assert_allclose(back[:, idx], u[:, idx], atol=2e-5)
@@ -78,14 +81,16 @@ def test_normalize_denormalize_round_trip(curve):
 
 
 def test_discrete_round_trip_on_the_grid():
+    u = np.tile(P.DEFAULT_PARAMS01, (ROWS, 1))
     for i in DISCRETE:
         n = len(P.SPECS[i].choices)
-        u = np.tile(P.DEFAULT_PARAMS01, (n, 1))
-        u[:, i] = np.arange(n) / (n - 1)
-        phys = np.asarray(P.denormalize(jnp.asarray(u)))[:, i]
-        np.testing.assert_allclose(phys, np.arange(n), atol=1e-5, err_msg=P.NAMES[i])
-        back = np.asarray(P.normalize(jnp.asarray(np.asarray(P.denormalize(jnp.asarray(u))))))
-        np.testing.assert_allclose(back[:, i], u[:, i], atol=1e-6)
+        u[:n, i] = np.arange(n) / (n - 1)
+    phys = np.asarray(P.denormalize(jnp.asarray(u)))
+    back = np.asarray(P.normalize(jnp.asarray(phys)))
+    for i in DISCRETE:
+        n = len(P.SPECS[i].choices)
+        np.testing.assert_allclose(phys[:n, i], np.arange(n), atol=1e-5, err_msg=P.NAMES[i])
+        np.testing.assert_allclose(back[:n, i], u[:n, i], atol=1e-6)
 
 
 def test_log_curve_endpoints_and_geometric_midpoint():
@@ -111,7 +116,7 @@ def test_defaults_normalize_to_their_physical_values():
 
 def test_snap_gives_exact_grid_points_and_choice_index():
     rng = np.random.default_rng(2)
-    u = rng.uniform(0, 1, (1000, P.N_PARAMS)).astype(np.float32)
+    u = rng.uniform(0, 1, (ROWS, P.N_PARAMS)).astype(np.float32)
     s = np.asarray(P.snap(jnp.asarray(u)))
     np.testing.assert_array_equal(s[:, CONTINUOUS], u[:, CONTINUOUS])  # untouched
     for i in DISCRETE:
@@ -172,7 +177,7 @@ def test_module_mask_unknown_module_names_it():
 def test_sample_params01_locked_modules_hold_defaults_and_unlocked_are_uniform():
     mask = P.module_mask(["osc1", "filter", "unison", "output"])
     pm = np.asarray(P.param_mask(mask))
-    n = 4000
+    n = 4 * ROWS
     x = np.asarray(P.sample_params01(jax.random.key(0), mask, shape=(n,)))
     assert x.shape == (n, P.N_PARAMS) and x.dtype == np.float32
     np.testing.assert_array_equal(x[:, ~pm], np.broadcast_to(P.DEFAULT_PARAMS01[~pm], (n, (~pm).sum())))
@@ -191,16 +196,16 @@ def test_sample_params01_locked_modules_hold_defaults_and_unlocked_are_uniform()
 
 def test_sample_params01_is_seeded_and_takes_custom_defaults():
     mask = P.module_mask(["lfo"])
-    a = np.asarray(P.sample_params01(jax.random.key(7), mask, shape=(3,)))
-    b = np.asarray(P.sample_params01(jax.random.key(7), mask, shape=(3,)))
-    c = np.asarray(P.sample_params01(jax.random.key(8), mask, shape=(3,)))
+    a = np.asarray(P.sample_params01(jax.random.key(7), mask, shape=(ROWS,)))
+    b = np.asarray(P.sample_params01(jax.random.key(7), mask, shape=(ROWS,)))
+    c = np.asarray(P.sample_params01(jax.random.key(8), mask, shape=(ROWS,)))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     d = np.full(P.N_PARAMS, 0.5, np.float32)
-    e = np.asarray(P.sample_params01(jax.random.key(7), mask, d, shape=(2,)))
+    e = np.asarray(P.sample_params01(jax.random.key(7), mask, d, shape=(ROWS,)))
     locked = ~np.asarray(P.param_mask(mask))
     # locked entries hold the given defaults, snapped (0.5 is no choice of unison.voices)
-    np.testing.assert_array_equal(e[:, locked], np.broadcast_to(np.asarray(P.snap(d))[locked], (2, locked.sum())))
+    np.testing.assert_array_equal(e[:, locked], np.broadcast_to(np.asarray(P.snap(d))[locked], (ROWS, locked.sum())))
     assert np.asarray(P.snap(d))[P.INDEX["unison.voices"]] != 0.5
     assert np.asarray(P.sample_params01(jax.random.key(0), mask)).shape == (P.N_PARAMS,)
 
