@@ -211,6 +211,9 @@ def render_batch(params01: Float[Array, "batch n_params"], keys: Array,
     b = params01.shape[0]
     if _is_concrete(params01, note, velocity, note_length_s):
         _check_render_args(params01, note, velocity, note_length_s, batch=b)
+    if jnp.shape(_key_of(keys))[:1] != (b,):
+        raise ValueError(f"render_batch needs one key per sound: keys of shape ({b},) from "
+                         f"jax.random.split(key, {b}), got shape {jnp.shape(keys)}")
     as_batch = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (b,))
     return _render_batch_jit(jnp.asarray(params01, jnp.float32), _key_of(keys), config,
                              as_batch(note), as_batch(velocity), as_batch(note_length_s))
