@@ -1,0 +1,304 @@
+"""Search-based sound matchers sharing one objective and one render budget: random search and
+gradient matching (optax Adam through ``render`` + loss). CMA-ES lives in ``agents.cmaes``.
+
+Every matcher minimises ``matching_loss(analyze(render(params01)), target_features).total``
+over the normalized parameters of the *unlocked* modules; locked parameters hold ``base01``
+(the stage defaults). Many targets are matched at once: candidates for all targets are
+rendered as one batch of ``targets * population`` sounds. The **budget is counted in renders**
+(render + analysis + loss of one sound) per target, so matchers are compared at equal cost.
+
+A gradient step is charged ``MatchConfig.grad_step_renders`` renders. Default 4: on this
+2-core CPU ``value_and_grad`` of render + analyze + loss took 4.3x the time of the forward pass
+alone (batch 64, jax 0.10.2; ``benchmarks/cmaes_throughput.py --grad-cost`` re-measures it),
+in line with the cheap-gradient bound of reverse mode (Griewank & Walther 2008, sec. 4.6:
+a gradient costs at most ~4-5x its function).
+
+Every sound is rendered with ONE fixed key (``MatchConfig.render_seed``), the same key used
+for synth-rendered targets, so a matcher's objective is deterministic (noise and unison phases
+do not change between candidates) and the true preset of an in-domain target has loss 0.
+
+Discrete parameters (Q6): random search and CMA-ES snap them (``params.snap``) before rendering
+and report snapped values; gradient matching *holds* them at each start's snapped value (they
+have no gradient), so restarts from random points are what explores the discrete choices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int
+
+from jaxsynth import params as P
+from jaxsynth.features import FeatureConfig, Features, analyze
+from jaxsynth.losses import LossTerms, LossWeights, matching_loss
+from jaxsynth.synth import SynthConfig, render_batch
+
+GRAD_STEP_RENDERS = 4
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Static settings shared by all matchers (hashable: a static argument under jit)."""
+
+    synth: SynthConfig = SynthConfig()
+    weights: LossWeights = LossWeights()
+    note: float = 60.0
+    velocity: float = 1.0
+    render_seed: int = 0
+    grad_step_renders: int = GRAD_STEP_RENDERS
+    features_override: FeatureConfig | None = field(default=None)
+
+    @property
+    def features(self) -> FeatureConfig:
+        """Analysis settings; sample rate and duration always those of the synth."""
+        if self.features_override is not None:
+            return self.features_override
+        return FeatureConfig(sample_rate=self.synth.sample_rate, duration_s=self.synth.duration_s)
+
+    def __post_init__(self):
+        fc = self.features
+        if fc.sample_rate != self.synth.sample_rate or fc.num_samples != self.synth.num_samples:
+            raise ValueError("MatchConfig: features_override must use the synth's sample rate and "
+                             f"length ({self.synth.sample_rate} Hz, {self.synth.num_samples} samples)")
+        if self.grad_step_renders < 1:
+            raise ValueError(f"grad_step_renders must be >= 1, got {self.grad_step_renders}")
+
+
+class MatchResult(NamedTuple):
+    """What every matcher returns, for ``T`` targets and ``K`` trace points.
+
+    ``trace_*`` is the best-so-far trajectory: after ``trace_renders[k]`` renders per target the
+    best loss found was ``trace_loss[:, k]`` at ``trace_params01[:, k]``. ``best_terms`` holds
+    every loss term of the best candidate (for the evaluation table, without re-rendering).
+    """
+
+    best_params01: Float[Array, "T n_params"]
+    best_loss: Float[Array, "T"]
+    best_terms: LossTerms
+    trace_renders: Int[np.ndarray, "K"]
+    trace_loss: Float[Array, "T K"]
+    trace_params01: Float[Array, "T K n_params"]
+
+
+# ----------------------------------------------------------------------------- shared pieces
+#
+# Structure (why a host loop): each matcher is a jitted *step* (ask -> one batched render of all
+# targets' candidates -> tell) run ``budget / per_step`` times by a thin Python loop, as Brax runs
+# compiled chunks. The render + analysis + loss graph takes seconds to compile on a CPU, so it is
+# compiled ONCE per (targets, candidates) shape in ``evaluate_candidates`` and shared by random
+# search, CMA-ES and every budget; a ``lax.scan`` over generations would recompile it for every
+# budget. Nothing in the loop syncs with the host (dispatch is asynchronous); the trace is stacked
+# on device at the end.
+
+
+def free_indices(module_mask) -> tuple[int, ...]:
+    """Indices of the parameters a matcher may change (those of the unlocked modules)."""
+    mask = np.asarray(module_mask, bool)
+    if mask.shape != (P.N_MODULES,):
+        raise ValueError(f"module_mask must have shape ({P.N_MODULES},) (one bool per entry of "
+                         f"jaxsynth.params.MODULES), got {mask.shape}")
+    idx = tuple(int(i) for i in np.nonzero(P.MODULE_PARAMS[mask].any(axis=0))[0])
+    if not idx:
+        raise ValueError("module_mask unlocks no module: nothing to match")
+    return idx
+
+
+def expand(free01: Float[Array, "*b F"], base01: Float[Array, "n_params"],
+           free_idx: tuple[int, ...]) -> Float[Array, "*b n_params"]:
+    """Free coordinates -> full normalized vector (locked entries from ``base01``), clipped to
+    [0, 1] and snapped."""
+    full = jnp.broadcast_to(jnp.asarray(base01, jnp.float32), free01.shape[:-1] + (P.N_PARAMS,))
+    full = full.at[..., jnp.asarray(free_idx)].set(free01)
+    return P.snap(jnp.clip(full, 0.0, 1.0))
+
+
+def render_key(cfg: MatchConfig) -> Array:
+    """The one key every matcher (and a synth-rendered target) renders with."""
+    return jax.random.key(cfg.render_seed)
+
+
+def render_features(params01: Float[Array, "B n_params"], cfg: MatchConfig) -> tuple[Array, Features]:
+    """Render a flat batch with the fixed key and analyse it: (audio (B, samples), Features)."""
+    b = params01.shape[0]
+    keys = jnp.broadcast_to(render_key(cfg), (b,))
+    audio = render_batch(params01, keys, cfg.synth, note=cfg.note, velocity=cfg.velocity)
+    return audio, analyze(audio, cfg.features)
+
+
+def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
+                     cfg: MatchConfig) -> LossTerms:
+    """Loss terms of ``C`` candidates for each of ``T`` targets, rendered as ONE batch of T*C."""
+    t, c = params01.shape[:2]
+    _, feats = render_features(params01.reshape(t * c, P.N_PARAMS), cfg)
+    feats = jax.tree.map(lambda x: x.reshape((t, c) + x.shape[1:]), feats)
+    target_b = jax.tree.map(lambda x: x[:, None], target)
+    return matching_loss(feats, target_b, cfg.weights)
+
+
+evaluate_candidates = jax.jit(candidate_losses, static_argnames="cfg")
+
+
+@partial(jax.jit, static_argnames="cfg")
+def _render_features_jit(params01, cfg):
+    return render_features(params01, cfg)
+
+
+def render_params(params01: Float[Array, "B n_params"], cfg: MatchConfig) -> tuple[Array, Features]:
+    """Jitted ``render_features`` (audio and features of presets, rendered with the fixed key)."""
+    return _render_features_jit(jnp.asarray(params01, jnp.float32), cfg)
+
+
+def target_features_of_params(params01: Float[Array, "T n_params"], cfg: MatchConfig) -> Features:
+    """Features of synth-rendered targets (same fixed key as the matchers)."""
+    return render_params(P.validate_params01(params01), cfg)[1]
+
+
+def target_features_of_audio(audio: Float[Array, "T samples"], cfg: MatchConfig) -> Features:
+    """Features of audio targets (e.g. WAV files loaded with ``jaxsynth.io.load_audio``)."""
+    audio = jnp.asarray(audio, jnp.float32)
+    if audio.ndim != 2 or audio.shape[1] != cfg.synth.num_samples:
+        raise ValueError(f"target audio must have shape (targets, {cfg.synth.num_samples}), got "
+                         f"{audio.shape}; load files with num_samples=cfg.synth.num_samples")
+    return jax.jit(analyze, static_argnames="cfg")(audio, cfg=cfg.features)
+
+
+class Best(NamedTuple):
+    """Best-so-far per target: every loss term and the (snapped) parameters."""
+
+    terms: LossTerms
+    params01: Float[Array, "T n_params"]
+
+
+def init_best(t: int, base01) -> Best:
+    inf = jnp.full((t,), jnp.inf)
+    return Best(LossTerms(*([inf] * len(LossTerms._fields))),
+                jnp.broadcast_to(jnp.asarray(base01, jnp.float32), (t, P.N_PARAMS)))
+
+
+@jax.jit
+def update_best(best: Best, terms: LossTerms, params01: Float[Array, "T C n_params"]) -> Best:
+    """Best-so-far over a new batch of candidates (selected on ``terms.total``, NaN never wins)."""
+    loss = jnp.where(jnp.isnan(terms.total), jnp.inf, terms.total)
+    i = jnp.argmin(loss, axis=1)
+    pick = lambda x: jnp.take_along_axis(x, i.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+    better = pick(loss) < best.terms.total
+    new_terms = LossTerms(*[jnp.where(better, pick(x), b) for x, b in zip(terms, best.terms)])
+    return Best(new_terms, jnp.where(better[:, None], pick(params01), best.params01))
+
+
+def check_budget(budget: int, per_step: int, what: str) -> int:
+    """Number of whole steps of ``per_step`` renders that fit ``budget`` (at least one)."""
+    if int(budget) < per_step:
+        raise ValueError(f"budget of {budget} renders per target is below one {what} "
+                         f"({per_step} renders); raise the budget or shrink the {what}")
+    return int(budget) // per_step
+
+
+def check_targets(target: Features, base01) -> int:
+    """Number of targets (leading axis of the features); validates ``base01``."""
+    t = target.loudness_lufs.shape
+    if len(t) != 1:
+        raise ValueError(f"target features need one leading (targets,) axis, got loudness shape {t}")
+    if np.shape(base01) != (P.N_PARAMS,):
+        raise ValueError(f"base01 must have shape ({P.N_PARAMS},), got {np.shape(base01)}")
+    return t[0]
+
+
+def finish(best: Best, trace: list[Best], renders_per_step: int) -> MatchResult:
+    """Stack the per-step best-so-far snapshots into a ``MatchResult``."""
+    return MatchResult(
+        best_params01=best.params01, best_loss=best.terms.total, best_terms=best.terms,
+        trace_renders=renders_per_step * np.arange(1, len(trace) + 1),
+        trace_loss=jnp.stack([b.terms.total for b in trace], axis=1),
+        trace_params01=jnp.stack([b.params01 for b in trace], axis=1))
+
+
+# ----------------------------------------------------------------------------- random search
+
+
+@partial(jax.jit, static_argnames=("t", "population", "free_idx"))
+def _random_ask(key, base01, t, population, free_idx):
+    return expand(jax.random.uniform(key, (t, population, len(free_idx))), base01, free_idx)
+
+
+def random_search(key: Array, target: Features, module_mask, budget: int,
+                  cfg: MatchConfig = MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                  population: int = 16) -> MatchResult:
+    """Uniform random presets in the unlocked modules (snapped), ``budget`` per target, drawn
+    ``population`` at a time (one batch render per draw for all targets)."""
+    t = check_targets(target, base01)
+    free_idx = free_indices(module_mask)
+    population = min(int(population), int(budget))
+    gens = check_budget(budget, population, "population")
+    base01 = jnp.asarray(base01, jnp.float32)
+    best, trace = init_best(t, base01), []
+    for k in jax.random.split(key, gens):
+        params = _random_ask(k, base01, t, population, free_idx)
+        best = update_best(best, evaluate_candidates(params, target, cfg), params)
+        trace.append(best)
+    return finish(best, trace, population)
+
+
+# ----------------------------------------------------------------------------- gradient matching
+
+
+@partial(jax.jit, static_argnames=("t", "starts", "free_idx"))
+def _grad_starts(key, base01, init01, t, starts, free_idx):
+    """Start 0 at ``init01``, the others uniform; snapped (discrete entries on their grid)."""
+    x0 = jax.random.uniform(key, (t, starts, len(free_idx)))
+    x0 = x0.at[:, 0].set(jnp.broadcast_to(init01[jnp.asarray(free_idx)], (t, len(free_idx))))
+    return expand(x0, base01, free_idx)[..., jnp.asarray(free_idx)]
+
+
+@partial(jax.jit, static_argnames=("cfg", "free_idx", "learning_rate"))
+def _grad_step(x, opt_state, target, base01, cfg, free_idx, learning_rate):
+    """One Adam step of every start of every target; returns the terms at ``x`` (pre-step)."""
+    continuous = jnp.asarray(~P.IS_DISCRETE[np.asarray(free_idx)])
+
+    def loss_fn(x):
+        terms = candidate_losses(expand(x, base01, free_idx), target, cfg)
+        return jnp.sum(terms.total), terms
+
+    (_, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(x)
+    g = jnp.where(continuous, jnp.nan_to_num(g), 0.0)  # discrete entries held
+    upd, opt_state = optax.adam(learning_rate).update(g, opt_state, x)
+    return jnp.clip(optax.apply_updates(x, upd), 0.0, 1.0), opt_state, terms  # projected
+
+
+def grad_match(key: Array, target: Features, module_mask, budget: int,
+               cfg: MatchConfig = MatchConfig(), base01=P.DEFAULT_PARAMS01, init01=None,
+               starts: int = 4, learning_rate: float = 0.05) -> MatchResult:
+    """Adam on the matching loss through the differentiable synth, from ``starts`` points per
+    target (the first at ``init01``, default ``base01``; the rest uniform), projected onto
+    [0, 1] after each step. Each step of each start costs ``cfg.grad_step_renders`` renders;
+    the number of starts shrinks when the budget cannot give every start two steps. The best
+    point is taken over the evaluated iterates (the last update is not evaluated)."""
+    t = check_targets(target, base01)
+    free_idx = free_indices(module_mask)
+    base01 = jnp.asarray(base01, jnp.float32)
+    init01 = base01 if init01 is None else jnp.asarray(init01, jnp.float32)
+    cost = cfg.grad_step_renders
+    starts = max(1, min(int(starts), int(budget) // (2 * cost)))
+    steps = check_budget(budget, starts * cost, "gradient step over all starts")
+    x = _grad_starts(key, base01, init01, t, starts, free_idx)
+    opt_state = optax.adam(float(learning_rate)).init(x)
+    best, trace = init_best(t, base01), []
+    for _ in range(steps):
+        params = expand(x, base01, free_idx)
+        x, opt_state, terms = _grad_step(x, opt_state, target, base01, cfg, free_idx,
+                                         float(learning_rate))
+        best = update_best(best, terms, params)
+        trace.append(best)
+    return finish(best, trace, starts * cost)
+
+
+def default_population(num_free: int) -> int:
+    """CMA-ES's default population size 4 + floor(3 ln n) (Hansen 2016, Table 1)."""
+    return 4 + int(math.floor(3 * math.log(max(num_free, 1))))
