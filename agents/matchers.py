@@ -230,12 +230,15 @@ def _random_ask(key, base01, t, population, free_idx):
 
 def random_search(key: Array, target: Features, module_mask, budget: int,
                   cfg: MatchConfig = MatchConfig(), base01=P.DEFAULT_PARAMS01,
-                  population: int = 16) -> MatchResult:
+                  population: int | None = None) -> MatchResult:
     """Uniform random presets in the unlocked modules (snapped), ``budget`` per target, drawn
-    ``population`` at a time (one batch render per draw for all targets)."""
+    ``population`` at a time (one batch render per draw for all targets). The default batch is
+    CMA-ES's default population (same cap), so both share one compiled evaluation."""
     t = check_targets(target, base01)
     free_idx = free_indices(module_mask)
-    population = min(int(population), int(budget))
+    if population is None:
+        population = max(2, min(default_population(len(free_idx)), int(budget) // 2))
+    population = max(1, min(int(population), int(budget)))
     gens = check_budget(budget, population, "population")
     base01 = jnp.asarray(base01, jnp.float32)
     best, trace = init_best(t, base01), []

@@ -1,0 +1,132 @@
+"""CMA-ES (agents/cmaes.py): recovery of stage-0 targets, CMA-ES vs random search at equal
+budget, and CMA trajectories -> environment transitions (D5).
+
+All tests use 0.25 s clips and 8 targets x a population of 10 (stage 0 has 9 free parameters:
+CMA-ES's default population 4 + floor(3 ln 9) = 10), so the render + loss graph is compiled
+once for the whole file (and shared with tests/agents/test_matchers.py and test_evaluate.py).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from agents import curriculum as C
+from agents.cmaes import (cmaes_match, cmaes_transitions, jump_actions, load_transitions,
+                          save_transitions)
+from agents.matchers import MatchConfig, random_search, target_features_of_params
+from jaxsynth import params as P
+from jaxsynth.synth import SynthConfig
+
+CFG = MatchConfig(synth=SynthConfig(duration_s=0.25))
+STAGE0 = C.stage_module_masks()[0]
+HELDOUT = C.heldout_presets(0, 0, 8)
+
+
+def test_cmaes_recovers_stage0_targets_for_several_seeds():
+    # Two held-out stage-0 presets, each matched by 4 independent CMA-ES runs (each target copy
+    # gets its own key, i.e. its own seed). Measured (2026-11-25, 2 seeds of this setup): all
+    # 8 runs end below 0.03 at 1024 renders; the default-start loss of these targets is > 3.
+    # Tolerance 0.1: a total loss of 0.1 is ~2% of the median random-pair loss (~7.5) and
+    # inaudible as a difference in these tests' A/B listening.
+    x = HELDOUT[[1, 1, 1, 1, 6, 6, 6, 6]]
+    res = cmaes_match(jax.random.key(0), target_features_of_params(x, CFG), STAGE0, 1024, CFG)
+    loss = np.asarray(res.best_loss)
+    assert np.all(loss < 0.1), loss
+    assert int(res.trace_renders[-1]) <= 1024
+    # best-so-far trace is monotone and ends at the reported best
+    tl = np.asarray(res.trace_loss)
+    assert np.all(np.diff(tl, axis=1) <= 0)
+    np.testing.assert_array_equal(tl[:, -1], loss)
+    # locked modules stay at their defaults; discrete parameters are on their grid
+    locked = ~np.asarray(P.param_mask(STAGE0))
+    bp = np.asarray(res.best_params01)
+    np.testing.assert_array_equal(bp[:, locked], np.broadcast_to(P.DEFAULT_PARAMS01[locked], bp[:, locked].shape))
+    np.testing.assert_array_equal(bp, np.asarray(P.snap(bp)))
+
+
+def test_cmaes_beats_random_search_at_equal_budget():
+    # 512 renders per target on 8 held-out stage-0 presets. Measured medians (seeds 0-2):
+    # see benchmarks/RESULTS.md "## CMA-ES"; CMA-ES's median was below 0.6x random search's
+    # for every seed, so 0.8x is a margin that noise does not cross while a CMA-ES that is no
+    # better than random (e.g. a broken tell) fails.
+    tf = target_features_of_params(HELDOUT, CFG)
+    cma = np.median(np.asarray(cmaes_match(jax.random.key(3), tf, STAGE0, 512, CFG).best_loss))
+    rnd = np.median(np.asarray(random_search(jax.random.key(3), tf, STAGE0, 512, CFG).best_loss))
+    assert cma < 0.8 * rnd, (cma, rnd)
+
+
+def test_jump_actions_reach_the_target_through_snapping():
+    # a jump that changes the 3-way filter type by two choices and cutoff by 0.9 (> max_delta)
+    from agents.env import default_max_delta
+    a = np.asarray(P.DEFAULT_PARAMS01, np.float32).copy()
+    b = a.copy()
+    b[P.INDEX["filter.type"]] = 1.0
+    b[P.INDEX["filter.cutoff_hz"]] = 0.05
+    b[P.INDEX["amp_env.sustain"]] = 0.1
+    md = default_max_delta()
+    mods, deltas, n = jump_actions(np.stack([a, b]), 0, md, 50)
+    assert n > 2 and np.all(np.abs(deltas) <= 1.0)
+    # only the two changed modules, each action touching one module's parameters only
+    assert set(mods[:n].tolist()) == {P.MODULES.index("filter"), P.MODULES.index("amp_env")}
+    for m, d in zip(mods[:n], deltas[:n]):
+        assert np.all(d[~P.MODULE_PARAMS[m]] == 0)
+    from agents.env import Action, apply_action
+    import jax.numpy as jnp
+    cur = jnp.asarray(a)
+    for m, d in zip(mods[:n], deltas[:n]):
+        cur, _, ok = apply_action(cur, Action(jnp.int32(m), jnp.asarray(d)), jnp.int32(0), jnp.asarray(md))
+        assert bool(ok)
+    np.testing.assert_allclose(np.asarray(cur), b, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def env_and_params():
+    from agents.env import SynthMatchEnv, small_config
+    env = SynthMatchEnv(small_config(max_steps=12))
+    return env, env.default_params(jax.random.key(0))
+
+
+def test_cma_transitions_replay_in_env(env_and_params, tmp_path):
+    from agents.env import Action
+    import jax.numpy as jnp
+    env, ep = env_and_params
+    tr, info = cmaes_transitions(jax.random.key(1), env, ep, np.arange(4), 40, top_k=2)
+    path = tmp_path / "cma.npz"
+    save_transitions(path, tr, info)
+    tr2, extras = load_transitions(path)
+    for a, b in zip(jax.tree.leaves(tr), jax.tree.leaves(tr2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    traj, step = extras["trajectory"], extras["step"]
+    assert len(set(traj.tolist())) == 2 and tr2.reward.shape == traj.shape
+    assert np.all(np.abs(np.asarray(tr2.delta)) <= 1.0)
+    assert np.asarray(tr2.obs.stage).max() == 0
+    # Replay each trajectory action by action in the real env (single jitted steps, not the
+    # batched scan that produced it): same params after every step, same rewards.
+    step_fn = jax.jit(env.step)
+    for k in range(2):
+        rows = np.nonzero(traj == k)[0]
+        assert np.array_equal(step[rows], np.arange(len(rows)))
+        _, state = env.reset_to(jnp.int32(info["target"][k]), jnp.int32(0), ep)
+        for r in rows:
+            np.testing.assert_array_equal(np.asarray(state.params01), np.asarray(tr2.obs.params01[r]))
+            _, state, reward, term, trunc, inf = step_fn(
+                jax.random.key(0), state, Action(tr2.module[r], tr2.delta[r]), ep)
+            np.testing.assert_allclose(np.asarray(inf["next_params01"]), np.asarray(tr2.next_obs.params01[r]), atol=0)
+            np.testing.assert_allclose(float(reward), float(tr2.reward[r]), rtol=1e-5, atol=1e-5)
+            assert bool(trunc) == bool(tr2.truncated[r])
+            state = state if not bool(trunc) else state
+        # a trajectory that fits in the episode ends exactly on the CMA-ES best preset
+        if len(rows) < env.config.max_steps:
+            np.testing.assert_allclose(np.asarray(tr2.next_obs.params01[rows[-1]]),
+                                       info["cma_best_params01"][k], atol=1e-6)
+
+
+def test_load_transitions_rejects_other_files(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a jaxsynth CMA transitions file"):
+        load_transitions(p)
+    q = tmp_path / "y.npz"
+    q.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable transitions file"):
+        load_transitions(q)
