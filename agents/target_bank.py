@@ -122,19 +122,28 @@ def _pairwise_loss(start_features: Features, target_features: Features, weights)
     return jax.lax.map(lambda s: jax.vmap(one, in_axes=(None, 0))(s, target_features), start_features)
 
 
-def build_bank(key: Array, config: "EnvConfig") -> TargetBank:
+def build_bank(key: Array, config: "EnvConfig", targets: np.ndarray | None = None) -> TargetBank:
     """Render and analyse every stage's training targets and start presets once (host loop
     over fixed-size jitted chunks), then put the bank on the default device.
 
     Targets come from ``curriculum.training_presets`` (even partition bins), so held-out
-    presets (``curriculum.heldout_presets``) are never in the bank.
+    presets (``curriculum.heldout_presets``) are never in the bank. ``targets`` (n_stages, n,
+    N_PARAMS) overrides them (see ``build_heldout_bank``); the render key and start presets
+    depend on ``key`` only, so banks built from one key give comparable losses.
     """
     if isinstance(key, int):
         raise TypeError("build_bank needs a JAX PRNG key (jax.random.key(seed)), not an int")
-    n_stages, size = C.N_STAGES, config.bank_size
+    n_stages = C.N_STAGES
     render_key = jax.random.fold_in(key, _RENDER_STREAM)
-    targets = np.stack([C.training_presets(jax.random.fold_in(jax.random.fold_in(key, _TARGET_STREAM), s),
-                                           s, size) for s in range(n_stages)])
+    if targets is None:
+        targets = np.stack([C.training_presets(jax.random.fold_in(jax.random.fold_in(key, _TARGET_STREAM), s),
+                                               s, config.bank_size) for s in range(n_stages)])
+    else:
+        targets = P.validate_params01(targets)
+        if targets.ndim != 3 or targets.shape[0] != n_stages:
+            raise ValueError(f"targets must have shape ({n_stages}, n, {P.N_PARAMS}) (one set per "
+                             f"stage), got {targets.shape}")
+    size = targets.shape[1]
     if config.init == "default":
         starts = np.broadcast_to(P.DEFAULT_PARAMS01, (n_stages, 1, P.N_PARAMS)).copy()
     else:
@@ -161,6 +170,14 @@ def build_bank(key: Array, config: "EnvConfig") -> TargetBank:
         start_loss=jnp.asarray(start_loss, jnp.float32),
         render_key=render_key,
     )
+
+
+def build_heldout_bank(key: Array, config: "EnvConfig", seed: int, n: int) -> TargetBank:
+    """A bank whose targets are the held-out presets ``curriculum.heldout_presets(seed, s, n)``
+    of every stage, with the same render key and start presets as ``build_bank(key, config)``:
+    evaluate a policy on it with ``SynthMatchEnv.reset_to`` (never train on it)."""
+    targets = np.stack([C.heldout_presets(seed, s, n) for s in range(C.N_STAGES)])
+    return build_bank(key, config, targets=targets)
 
 
 def bytes_per_target(config: "EnvConfig") -> int:

@@ -271,6 +271,14 @@ def test_adaptive_lambda(params):
     assert np.all(sq > 0)
 
 
+def test_reset_to_a_given_target(params):
+    p = params.replace(stage=jnp.int32(1))
+    obs, state = jax.jit(ENV.reset_to)(jnp.int32(3), jnp.int32(0), p)
+    assert int(state.target_index) == 1 * CFG.bank_size + 3
+    np.testing.assert_array_equal(np.asarray(obs.target_log_mel), np.asarray(params.bank.log_mel[1, 3]))
+    assert float(state.loss) == float(params.bank.start_loss[1, 0, 3])
+
+
 def test_stage_switch_needs_no_recompile(params):
     TRACES.clear()
     obs, state = RESET(_keys(18), params)
@@ -342,3 +350,17 @@ def test_make_params_and_config_validation(bank):
         E.small_config(init="randm")
     with pytest.raises(ValueError, match="duration_s"):
         E.EnvConfig(synth=E.SynthConfig(duration_s=0.25))
+
+
+@pytest.mark.slow
+def test_render_features_batches_under_nested_vmap(params):
+    """The custom vmap rule flattens vmap-over-seeds of vmap-over-envs into one batch and
+    agrees with the single-sound path."""
+    fn = E._render_features_fn(CFG.synth, CFG.features, CFG.note, CFG.velocity)
+    x = jnp.asarray(C.training_presets(jax.random.key(9), 3, 6)).reshape(2, 3, P.N_PARAMS)
+    key = params.bank.render_key
+    nested = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None)), in_axes=(0, None)))(x, key)
+    single = fn(x[1, 2], key)
+    assert nested.log_mel.shape == (2, 3, CFG.num_frames, CFG.n_mels)
+    np.testing.assert_allclose(np.asarray(nested.log_mel[1, 2]), np.asarray(single.log_mel), atol=0.05)
+    np.testing.assert_allclose(np.asarray(nested.loudness_lufs[1, 2]), np.asarray(single.loudness_lufs), atol=1e-3)

@@ -104,6 +104,17 @@ def test_bytes_per_target_matches_the_bank(bank):
     assert 300_000 < TB.bytes_per_target(E.EnvConfig()) < 450_000
 
 
+def test_heldout_bank_shares_render_key_and_starts(bank):
+    held = TB.build_heldout_bank(jax.random.key(0), CFG, seed=5, n=4)
+    assert held.params01.shape == (C.N_STAGES, 4, P.N_PARAMS)
+    assert np.all(C.is_heldout(np.asarray(held.params01)))
+    np.testing.assert_array_equal(np.asarray(jax.random.key_data(held.render_key)),
+                                  np.asarray(jax.random.key_data(bank.render_key)))
+    np.testing.assert_array_equal(np.asarray(held.start_params01), np.asarray(bank.start_params01))
+    with pytest.raises(ValueError, match="one set per stage"):
+        TB.build_bank(jax.random.key(0), CFG, targets=np.asarray(held.params01[0]))
+
+
 def test_bad_inputs():
     with pytest.raises(TypeError, match="PRNG key"):
         TB.build_bank(0, CFG)
