@@ -285,7 +285,11 @@ def grads():
         audio = render(p, key, CFG, note=64.0)
         return spectral_loss(audio, target), audio
 
-    fn = jax.jit(jax.vmap(jax.value_and_grad(loss, has_aux=True)))
+    # Compiled with LLVM optimisation level 0: the reverse pass of the whole voice takes ~26 s
+    # of CPU to compile at the default level and ~15 s at 0, and runs in < 1 s either way
+    # (HLO-level passes, which decide the numerics, run at both levels).
+    fn = (jax.jit(jax.vmap(jax.value_and_grad(loss, has_aux=True)))
+          .lower(jnp.asarray(params), keys).compile({"xla_backend_optimization_level": 0}))
     (value, audio), g = fn(jnp.asarray(params), keys)
     return dict(params=params, keys=keys, value=np.asarray(value), audio=np.asarray(audio), g=np.asarray(g))
 
