@@ -35,8 +35,8 @@ def svf(x: Float[Array, "samples voices"], g: Float[Array, "samples voices"],
 
     The band-pass is scaled by k so its peak gain is 1 (0 dB) at any Q; low- and high-pass
     peak at ~Q near the cutoff, as the analog prototype does. The scan's carry is a vector
-    over voices: on a CPU this layout ran 3x faster than ``vmap`` of a per-voice scan
-    (which adds transposes of every input) in benchmarks/filter_choice.py."""
+    over voices: on a CPU this layout ran 2.4x (batch 64) to 15x (batch 4096) faster than
+    ``vmap`` of a per-voice scan in benchmarks/filter_choice.py (RESULTS.md)."""
     w_lp, w_bp, w_hp = mix[:, 0], mix[:, 1] * k, mix[:, 2]
 
     def step(state, inputs):
