@@ -114,7 +114,7 @@ class Adapter:
     evaluate(policy, key, env_params) -> dict of scalars incl. "heldout_median_loss"
         ``policy(net_obs, mask) -> (module, delta)`` is the greedy policy.
     stage_of(env_params) -> int32 ; with_stage(env_params, stage) -> env_params
-    advance(stage, median_loss) -> stage (curriculum rule, D4)
+    advance(stage, median_loss, env_params) -> stage (curriculum rule, D4)
     step_metrics(reward, info) -> dict of scalars logged every env step
     example_transition: unbatched Transition for the buffer layout
     """
@@ -161,6 +161,7 @@ class Runner:
 class Trainer(NamedTuple):
     init: Callable  # (key, env_params) -> Runner
     chunk: Callable  # (runner, env_params) -> (runner, metrics)
+    evaluate: Callable  # (runner, env_params) -> held-out metrics of the greedy policy
     networks: tuple  # (actor, critic) flax modules
     config: SACConfig
 
@@ -369,13 +370,18 @@ def make_trainer(cfg: SACConfig, adapter: Adapter) -> Trainer:
         key, k_eval = jax.random.split(runner.key)
         p = adapter.with_stage(env_params, runner.stage)
         ev = adapter.evaluate(greedy_policy(actor, runner.sac.actor), k_eval, p)
-        new_stage = adapter.advance(runner.stage, ev["heldout_median_loss"])
+        new_stage = adapter.advance(runner.stage, ev["heldout_median_loss"], p)
         ev = dict(ev, stage=runner.stage, next_stage=new_stage, env_steps=runner.env_steps + 0,
                   updates=runner.sac.updates + 0, buffer_size=runner.buffer.size + 0)
         runner = runner.replace(stage=new_stage, key=key)
         return runner, {"steps": step_metrics, "eval": ev}
 
-    return Trainer(init, chunk, (actor, critic), cfg)
+    def evaluate(runner: Runner, env_params):
+        p = adapter.with_stage(env_params, runner.stage)
+        return adapter.evaluate(greedy_policy(actor, runner.sac.actor),
+                                jax.random.fold_in(runner.key, 1), p)
+
+    return Trainer(init, chunk, evaluate, (actor, critic), cfg)
 
 
 def make_train(cfg: SACConfig, adapter: Adapter, env_params) -> Callable:
@@ -473,6 +479,6 @@ def probe_adapter(n_eval: int = 64) -> Adapter:
         n_modules=pe.N_MODULES, n_delta=pe.N_DELTA, reset=reset, step=step,
         to_transition=to_transition, net_input_obs=net_in, net_input_store=net_in,
         evaluate=evaluate, stage_of=lambda p: jnp.zeros((), jnp.int32),
-        with_stage=lambda p, s: p, advance=lambda s, m: s,
+        with_stage=lambda p, s: p, advance=lambda s, m, p: s,
         step_metrics=lambda r, info: {"reward_mean": jnp.mean(r)}, example_transition=example)
     return adapter

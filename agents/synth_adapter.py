@@ -1,0 +1,137 @@
+"""Connects hybrid SAC (``agents.sac``) to the sound-matching environment (``agents.env``).
+
+What the buffer stores per transition is ``replay.SynthObsStore`` (current log-mel in a compact
+dtype, params01, target index, stage); ``net_input_store`` rebuilds the observation with
+``SynthMatchEnv.obs_from`` (target log-mel gathered from the bank) and the stage's module
+mask. Network input: ``NetObs(flat=[params01, mask], image=[current, target, delta] log-mels
+as 3 channels, dB scaled by ``env.scale_obs``)`` -- the MLP encoder flattens it to exactly the
+contents of ``env.flatten_obs``; the CNN encoder convolves the image (Q1).
+
+Held-out evaluation (D4): ``SynthTrainParams.heldout`` is a ``TargetBank`` of
+``curriculum.heldout_presets`` (never trained on) with the training bank's start presets;
+each held-out target gets one greedy episode of ``max_steps`` edits from start preset 0, and
+the median *final* matching loss is the curriculum statistic.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents import curriculum as C
+from agents import env as E
+from agents import networks as nets
+from agents import replay
+from agents.sac import Adapter
+from agents.target_bank import TargetBank, render_features
+from jaxsynth import params as P
+from jaxsynth.losses import matching_loss
+
+
+@flax.struct.dataclass
+class SynthTrainParams:
+    env: E.EnvParams
+    heldout: TargetBank  # (n_stages, n_heldout, ...) held-out targets, same start presets
+
+
+def build_heldout_bank(env: E.SynthMatchEnv, env_params: E.EnvParams, seed: int,
+                       n_heldout: int) -> TargetBank:
+    """Render and analyse ``n_heldout`` held-out presets per stage once (host side)."""
+    cfg, bank = env.config, env_params.bank
+    presets = np.stack([C.heldout_presets(seed, s, n_heldout) for s in range(C.N_STAGES)])
+    mel, feat = render_features(presets.reshape(-1, P.N_PARAMS), bank.render_key, cfg)
+    per_stage = lambda x: jnp.asarray(x.reshape((C.N_STAGES, n_heldout) + x.shape[1:]))
+    feat = jax.tree.map(per_stage, feat)
+    starts = np.asarray(bank.start_params01[:, 0])  # (n_stages, N_PARAMS)
+    _, s_feat = render_features(starts, bank.render_key, cfg)
+    loss_fn = jax.jit(jax.vmap(jax.vmap(lambda s, t: matching_loss(s, t, cfg.loss_weights).total,
+                                        in_axes=(None, 0)), in_axes=(0, 0)))
+    start_loss = loss_fn(jax.tree.map(jnp.asarray, s_feat), feat)  # (n_stages, n_heldout)
+    return TargetBank(params01=jnp.asarray(presets, jnp.float32), log_mel=per_stage(mel), features=feat,
+                      start_params01=bank.start_params01[:, :1], start_log_mel=bank.start_log_mel[:, :1],
+                      start_loss=start_loss[:, None, :], render_key=bank.render_key)
+
+
+def net_input(obs: E.Obs):
+    o = E.scale_obs(obs)
+    image = jnp.stack([o.current_log_mel, o.target_log_mel, o.delta_log_mel], axis=-1)
+    flat = jnp.concatenate([o.params01, o.module_mask.astype(jnp.float32)], axis=-1)
+    return nets.NetObs(flat.astype(jnp.float32), image.astype(jnp.float32)), obs.module_mask
+
+
+def heldout_episode(env: E.SynthMatchEnv, policy, p: SynthTrainParams):
+    """One greedy episode per held-out target of the current stage: per-step losses
+    (max_steps, n) and the final params01 (n, N_PARAMS)."""
+    hb, stage = p.heldout, jnp.clip(p.env.stage, 0, C.N_STAGES - 1)
+    n = hb.bank_size
+    ep = p.env.replace(bank=hb)
+    loss0 = hb.start_loss[stage, 0]
+    state = E.EnvState(params01=jnp.broadcast_to(hb.start_params01[stage, 0], (n, P.N_PARAMS)),
+                       target_index=(stage * n + jnp.arange(n)).astype(jnp.int32),
+                       current_log_mel=jnp.broadcast_to(hb.start_log_mel[stage, 0], (n,) + hb.log_mel.shape[2:]),
+                       loss=loss0, best_loss=loss0, initial_loss=loss0, step=jnp.zeros((n,), jnp.int32))
+    get_obs = jax.vmap(env.get_obs, in_axes=(0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def body(st, k):
+        module, delta = policy(*net_input(get_obs(st, ep)))
+        _, st2, _, _, _, info = step(jax.random.split(k, n), st, E.Action(module, delta), ep)
+        return st2, (info["loss"], info["next_params01"])
+
+    _, (losses, params01) = jax.lax.scan(body, state, jax.random.split(jax.random.PRNGKey(0),
+                                                                       env.config.max_steps))
+    return loss0, losses, params01[-1]
+
+
+def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapter:
+    cfg = env.config
+    v_reset = jax.vmap(env.reset, in_axes=(0, None))
+    v_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def reset(keys, p):
+        return v_reset(keys, p.env)
+
+    def step(keys, state, module, delta, p):
+        return v_step(keys, state, E.Action(module, delta), p.env)
+
+    def to_transition(obs, state, module, delta, reward, term, trunc, info, p):
+        return replay.synth_transition(obs.current_log_mel, obs.params01, state.target_index,
+                                       p.env.stage, module, delta, reward, term, trunc,
+                                       info["next_log_mel"], info["next_params01"], log_mel_dtype)
+
+    def net_input_obs(obs, p):
+        return net_input(obs)
+
+    def net_input_store(stored: replay.SynthObsStore, p):
+        def one(mel, p01, ti, stage):
+            return env.obs_from(mel.astype(jnp.float32), p01, ti, p.env.replace(stage=stage))
+        return net_input(jax.vmap(one)(stored.log_mel, stored.params01, stored.target_index, stored.stage))
+
+    def evaluate(policy, key, p):
+        loss0, losses, final_params = heldout_episode(env, policy, p)
+        final = losses[-1]
+        return {"heldout_median_loss": jnp.median(final),
+                "heldout_median_best_loss": jnp.median(jnp.min(losses, axis=0)),
+                "heldout_median_start_loss": jnp.median(loss0),
+                "heldout_final_loss": final, "heldout_final_params01": final_params}
+
+    def step_metrics(reward, info):
+        m = {"reward_mean": jnp.mean(reward), "loss_mean": jnp.mean(info["loss"]),
+             "best_loss_mean": jnp.mean(info["best_loss"]),
+             "edit_allowed_frac": jnp.mean(info["edit_allowed"].astype(jnp.float32))}
+        for name, v in info["reward_terms"]._asdict().items():
+            m[f"reward/{name}"] = jnp.mean(v)
+        for name, v in info["loss_terms"]._asdict().items():
+            m[f"loss_terms/{name}"] = jnp.mean(v)
+        return m
+
+    example = replay.example_synth_transition(cfg.num_frames, cfg.n_mels, log_mel_dtype)
+    return Adapter(
+        n_modules=P.N_MODULES, n_delta=P.N_PARAMS, reset=reset, step=step, to_transition=to_transition,
+        net_input_obs=net_input_obs, net_input_store=net_input_store, evaluate=evaluate,
+        stage_of=lambda p: p.env.stage,
+        with_stage=lambda p, s: p.replace(env=p.env.replace(stage=jnp.asarray(s, jnp.int32))),
+        advance=lambda s, m, p: C.advance(s, m, p.env.thresholds),
+        step_metrics=step_metrics, example_transition=example)
