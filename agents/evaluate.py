@@ -79,7 +79,7 @@ def then_cmaes(first: Matcher, share: float = 0.25) -> Matcher:
         used = int(r1.trace_renders[-1])
         r2 = cmaes_match(k2, target, module_mask, budget - used, cfg, base01=base01,
                          init01=r1.best_params01, sigma0=0.15)
-        better = r1.best_loss <= r2.trace_loss  # (T, K2): keep r1's best where CMA-ES is worse
+        better = r1.best_loss[:, None] <= r2.trace_loss  # (T, K2): keep r1's best where CMA-ES is worse
         tl2 = jnp.where(better, r1.best_loss[:, None], r2.trace_loss)
         tp2 = jnp.where(better[..., None], r1.best_params01[:, None], r2.trace_params01)
         win = r1.best_loss <= r2.best_loss
