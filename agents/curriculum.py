@@ -22,7 +22,7 @@ Held-out sets are **disjoint from training draws by construction**, not just by 
 * the normalized ``filter.cutoff_hz`` coordinate (unlocked in every stage) is split into
   ``PARTITION_BINS`` interleaved bins: training presets only ever lie in even bins, held-out
   presets only in odd bins. Both marginals stay uniform at a resolution of 2 / PARTITION_BINS
-  (0.2 % of the log-frequency range, ~1.5 cents of cutoff), so the held-out set is
+  (0.2 % of the log-frequency range, ~20 cents of cutoff), so the held-out set is
   in-distribution while no held-out preset can ever equal a training preset.
 
 Advancement (D4): promote from stage ``s`` to ``s + 1`` when the median loss on stage ``s``'s

@@ -58,9 +58,9 @@ target draws and the module mask without recompiling (tested with a trace counte
 ``target_index`` is flat over stages (``stage * bank_size + i``), so an episode keeps its
 target if the stage changes mid-episode.
 
-Bank size and memory: one cached target takes ~360 KB at the default analysis (MR-STFT
+Bank size and memory: one cached target takes 386 KB at the default analysis (MR-STFT
 magnitudes dominate; ``target_bank.bytes_per_target``). ``bank_size = 128`` per stage is
-4 x 128 x 0.37 MB ~ 190 MB, comfortable on a 24 GB CPU host or any GPU, and 128 distinct targets
+4 x 128 x 386 KB = 188 MiB, comfortable on a 24 GB CPU host or any GPU, and 128 distinct targets
 per stage (plus the 128 x 32 start combinations with ``init="random"``) are more than a
 1,000-episode stage pilot sees twice. Raise it on accelerators with memory to spare.
 """
@@ -311,7 +311,7 @@ def _render_features_fn(synth: SynthConfig, features: FeatureConfig, note: float
     ``step`` is written for one env (gymnax style) and vmapped over envs; plain ``vmap`` of a
     single-sound render puts the env axis first inside the synth's time-major scans, which
     measured 2.4x slower than ``render_batch`` on the same 64 sounds (CPU, jax 0.10.2), and
-    the whole env step ~2.7x slower. The custom rule flattens any number of vmapped axes
+    the whole env step 1.7x slower (benchmarks/RESULTS.md, "Environment throughput"). The custom rule flattens any number of vmapped axes
     (vmap over seeds of vmap over envs works) into one batch. Not differentiable (the env
     needs no gradients; use ``jaxsynth.synth.render`` for ``jax.grad``)."""
 

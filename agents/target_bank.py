@@ -12,9 +12,10 @@ the same for equal parameters, so the matching loss is a deterministic function 
 batch vs single rendering), and the target's own parameters reach loss ~0.
 
 Memory: the cached ``Features`` hold the MR-STFT magnitudes of every resolution, about
-90,000 float32 values (~360 KB) per 0.5 s target with the default analysis
-(``bytes_per_target``); the log-mel observation adds 11 KB. The default bank (4 stages x 128
-targets) is therefore ~190 MB; see agents/env.py for the choice of ``bank_size``.
+90,000 float32 values (~360 KB) per 0.5 s target with the default analysis; with the
+observation log-mel, MFCC and the rest one target takes 386 KB (``bytes_per_target``). The
+default bank (4 stages x 128 targets) is therefore 188 MiB; see agents/env.py for the choice
+of ``bank_size``.
 """
 
 from __future__ import annotations
