@@ -25,6 +25,11 @@ Terms (each per clip, batch dimensions preserved):
   ignore frames where both clips are silent (where the centroid is meaningless).
 * ``loudness_lu``: |L_pred - L_target| in LU (BS.1770-4 integrated loudness, features.py).
 
+* ``crepe_embedding`` and ``pitch_posterior_cents`` (optional, issue 8): CREPE perceptual terms
+  from ``perceptual.py``; weight 0 by default, and at weight 0 they are not computed (reported
+  as 0) and every other term and the total are unchanged. Pass ``PerceptualFeatures`` of both
+  clips to ``matching_loss`` to use them.
+
 ``total = sum(weight_i * term_i)`` over the ``LossWeights`` fields. Default weights were set
 from the medians over 16 pairs of random full-synth presets (0.5 s, note 60): MR-STFT 4.5,
 MFCC L1 20 dB, centroid 2.0 oct, loudness 10.5 LU; with weights 1, 0.1, 1, 0.1 the four D3
@@ -54,6 +59,11 @@ class LossWeights:
     log_mel_l1: float = 0.0
     centroid_oct: float = 1.0
     loudness_lu: float = 0.1
+    crepe_embedding: float = 0.0
+    pitch_posterior_cents: float = 0.0
+
+
+_PERCEPTUAL_TERMS = ("crepe_embedding", "pitch_posterior_cents")
 
 
 class LossTerms(NamedTuple):
@@ -70,6 +80,8 @@ class LossTerms(NamedTuple):
     centroid_oct: Float[Array, "*batch"]
     loudness_lu: Float[Array, "*batch"]
     total: Float[Array, "*batch"]
+    crepe_embedding: Float[Array, "*batch"] = 0.0  # 0 when its weight is 0 (not computed)
+    pitch_posterior_cents: Float[Array, "*batch"] = 0.0  # 0 when its weight is 0 (not computed)
 
 
 def _safe_norm(x: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:
@@ -127,8 +139,13 @@ def loudness_delta_lu(pred_lufs: Float[Array, "*batch"], target_lufs: Float[Arra
     return jnp.abs(pred_lufs - target_lufs)
 
 
-def matching_loss(pred: Features, target: Features, weights: LossWeights = LossWeights()) -> LossTerms:
-    """The D3 matching loss between precomputed features; every term and the weighted total."""
+def matching_loss(pred: Features, target: Features, weights: LossWeights = LossWeights(),
+                  pred_perceptual=None, target_perceptual=None, perceptual_cfg=None) -> LossTerms:
+    """The D3 matching loss between precomputed features; every term and the weighted total.
+
+    The CREPE terms need ``pred_perceptual``/``target_perceptual`` (``perceptual.analyze``)
+    when their weight is non-zero; ``perceptual_cfg`` defaults to ``PerceptualConfig()``.
+    """
     sc, lm = multi_resolution_stft(pred.mrstft_mag, target.mrstft_mag)
     terms = dict(
         spectral_convergence=sc,
@@ -140,13 +157,42 @@ def matching_loss(pred: Features, target: Features, weights: LossWeights = LossW
                                             pred.frame_energy, target.frame_energy),
         loudness_lu=loudness_delta_lu(pred.loudness_lufs, target.loudness_lufs),
     )
-    total = sum(getattr(weights, f.name) * terms[f.name] for f in fields(weights))
-    return LossTerms(**terms, total=total)
+    total = sum(getattr(weights, f.name) * terms[f.name] for f in fields(weights)
+                if f.name not in _PERCEPTUAL_TERMS)
+    zero = jnp.zeros_like(terms["mrstft"])
+    perceptual = {name: zero for name in _PERCEPTUAL_TERMS}
+    if any(getattr(weights, name) != 0 for name in _PERCEPTUAL_TERMS):
+        if pred_perceptual is None or target_perceptual is None:
+            raise ValueError("matching_loss: a CREPE term has non-zero weight but pred_perceptual/"
+                             "target_perceptual were not given; pass perceptual.analyze(...) of both "
+                             "clips or set crepe_embedding = pitch_posterior_cents = 0")
+        from jaxsynth import perceptual as P  # noqa: PLC0415  (only when the terms are on)
+        pcfg = P.PerceptualConfig() if perceptual_cfg is None else perceptual_cfg
+        compute = {"crepe_embedding": P.embedding_distance, "pitch_posterior_cents": P.pitch_posterior_distance}
+        for name in _PERCEPTUAL_TERMS:
+            if getattr(weights, name) != 0:
+                perceptual[name] = compute[name](pred_perceptual, target_perceptual, pcfg)
+                total = total + getattr(weights, name) * perceptual[name]
+    return LossTerms(**terms, total=total, **perceptual)
 
 
 def matching_loss_audio(pred_audio: Float[Array, "*batch samples"],
                         target_audio: Float[Array, "*batch samples"],
                         cfg: FeatureConfig = FeatureConfig(),
-                        weights: LossWeights = LossWeights()) -> LossTerms:
-    """Convenience: analyse both clips, then ``matching_loss`` (for ``jax.grad`` experiments)."""
-    return matching_loss(analyze(pred_audio, cfg), analyze(target_audio, cfg), weights)
+                        weights: LossWeights = LossWeights(),
+                        perceptual_cfg=None, crepe_weights=None) -> LossTerms:
+    """Convenience: analyse both clips, then ``matching_loss`` (for ``jax.grad`` experiments).
+
+    With a CREPE term on, ``crepe_weights`` (``crepe.load_weights(model)``) must be given.
+    """
+    pred_p = target_p = None
+    if any(getattr(weights, name) != 0 for name in _PERCEPTUAL_TERMS):
+        from jaxsynth import perceptual as P  # noqa: PLC0415
+        perceptual_cfg = P.PerceptualConfig(sample_rate=cfg.sample_rate) if perceptual_cfg is None else perceptual_cfg
+        if crepe_weights is None:
+            raise ValueError("matching_loss_audio: CREPE terms are on; pass "
+                             "crepe_weights=crepe.load_weights(perceptual_cfg.model)")
+        pred_p = P.analyze(pred_audio, crepe_weights, perceptual_cfg)
+        target_p = P.analyze(target_audio, crepe_weights, perceptual_cfg)
+    return matching_loss(analyze(pred_audio, cfg), analyze(target_audio, cfg), weights,
+                         pred_p, target_p, perceptual_cfg)

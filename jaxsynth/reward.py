@@ -37,6 +37,11 @@ Terms and what each is for:
 * ``action = -action_lambda * ||delta||^2``: discourages large parameter edits (Q4).
   ``action_lambda`` is an argument (an array is fine), so the environment can adapt it.
 
+* ``perceptual = perceptual_scale * (perceptual_prev - perceptual_now)`` (optional, issue 8):
+  improvement of a CREPE perceptual distance (e.g. ``perceptual.pitch_posterior_distance``),
+  reported separately. ``perceptual_scale = 0`` (default): not computed, reported as 0, the
+  total unchanged. (Alternatively, weight the CREPE terms inside the matching loss.)
+
 Loudness gaming: changing the output level cannot lower any spectral term, because spectral
 features are computed on loudness-normalised audio (``features.analyze``); level is scored by
 ``loudness_lu`` alone. We tried the cheats we could think of against a decaying harmonic
@@ -75,6 +80,7 @@ class RewardConfig:
     dc_tolerance: float = 0.01
     dc_full: float = 0.1
     dc_weight: float = 1.0
+    perceptual_scale: float = 0.0
 
     def __post_init__(self):
         if self.silence_ramp_lu <= 0 or self.clip_fraction_full <= 0 or self.dc_full <= self.dc_tolerance:
@@ -104,6 +110,7 @@ class RewardTerms(NamedTuple):
     dc_offset: Float[Array, "*batch"]
     action: Float[Array, "*batch"]
     total: Float[Array, "*batch"]
+    perceptual: Float[Array, "*batch"] = 0.0  # 0 when perceptual_scale is 0 (not computed)
 
 
 def silence_penalty(current_lufs: Float[Array, "*batch"], target_lufs: Float[Array, "*batch"],
@@ -136,7 +143,7 @@ def action_penalty(action_delta: Float[Array, "*batch n"], action_lambda) -> Flo
 def reward(loss_now: Float[Array, "*batch"], loss_prev: Float[Array, "*batch"],
            best_loss: Float[Array, "*batch"], current: AudioStats, target: AudioStats,
            action_delta: Float[Array, "*batch n"], action_lambda,
-           cfg: RewardConfig = RewardConfig()) -> RewardTerms:
+           cfg: RewardConfig = RewardConfig(), perceptual_now=None, perceptual_prev=None) -> RewardTerms:
     """Reward terms for one step; ``best_loss`` is the episode's best BEFORE this step.
 
     Non-finite losses (which the loss never produces, but an external loss might) are
@@ -154,4 +161,13 @@ def reward(loss_now: Float[Array, "*batch"], loss_prev: Float[Array, "*batch"],
         action=action_penalty(action_delta, action_lambda),
     )
     terms = jax.tree.map(lambda x: jnp.broadcast_to(x, jnp.shape(loss_now)).astype(jnp.float32), terms)
-    return RewardTerms(**terms, total=sum(terms.values()))
+    total = sum(terms.values())
+    perceptual = jnp.zeros(jnp.shape(loss_now), jnp.float32)
+    if cfg.perceptual_scale != 0:
+        if perceptual_now is None or perceptual_prev is None:
+            raise ValueError("reward: perceptual_scale is non-zero; pass perceptual_now and "
+                             "perceptual_prev (a CREPE distance) or set perceptual_scale=0")
+        step = cfg.perceptual_scale * (perceptual_prev - perceptual_now)
+        perceptual = jnp.broadcast_to(jnp.where(jnp.isfinite(step), step, 0.0), jnp.shape(loss_now)).astype(jnp.float32)
+        total = total + perceptual
+    return RewardTerms(**terms, total=total, perceptual=perceptual)
