@@ -86,6 +86,20 @@ def test_cached_features_and_start_loss_are_consistent(bank_random):
     assert float(jnp.min(loss)) > 1e-2
 
 
+def test_random_init_reset_draws_starts_and_their_loss(bank_random):
+    """init="random": resets draw different start presets of the stage, and the state's loss
+    is the bank's start-vs-target loss of exactly that pair (no render at reset)."""
+    env = E.SynthMatchEnv(CFG_RANDOM)
+    p = env.make_params(bank_random, stage=2)
+    obs, st = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(jax.random.split(jax.random.key(3), 16), p)
+    starts = np.asarray(bank_random.start_params01[2])
+    j = [int(np.flatnonzero(np.all(starts == row, axis=1))[0]) for row in np.asarray(st.params01)]
+    i = np.asarray(st.target_index) - 2 * CFG_RANDOM.bank_size
+    assert len(set(j)) > 1 and np.all((i >= 0) & (i < CFG_RANDOM.bank_size))
+    np.testing.assert_array_equal(np.asarray(st.loss), np.asarray(bank_random.start_loss[2])[j, i])
+    np.testing.assert_array_equal(np.asarray(obs.current_log_mel), np.asarray(bank_random.start_log_mel[2])[j])
+
+
 def test_target_lookup_is_flat_over_stages(bank):
     i = 2 * CFG.bank_size + 3
     p, mel, f = bank.target(jnp.int32(i))
