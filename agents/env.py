@@ -60,17 +60,16 @@ target if the stage changes mid-episode.
 
 Bank size and memory: one cached target takes 386 KB at the default analysis (MR-STFT
 magnitudes dominate; ``target_bank.bytes_per_target``). ``bank_size = 128`` per stage is
-4 x 128 x 386 KB = 188 MiB, comfortable on a 24 GB CPU host or any GPU, and 128 distinct targets
-per stage (plus the 128 x 32 start combinations with ``init="random"``) are more than a
-1,000-episode stage pilot sees twice. Raise it on accelerators with memory to spare.
+4 x 128 x 386 KB = 188 MiB, comfortable on a 24 GB CPU host or any GPU (the per-step
+temporaries are larger: ~1.6 MB per env, benchmarks/RESULTS.md), with 128 distinct targets per
+stage (x 32 start presets with ``init="random"``). Raise it where memory is to spare.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
-
-import functools
 
 import jax
 import jax.numpy as jnp
