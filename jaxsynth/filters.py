@@ -28,6 +28,19 @@ def svf_g(cutoff_hz, sample_rate: float):
     return jnp.tan(np.pi / sample_rate * fc)
 
 
+def svf_tick(state, xn, gn, k):
+    """One sample of the TPT SVF: integrator states (s1, s2), input ``xn``, gain ``gn``,
+    damping ``k`` -> (new states, (lowpass, bandpass, highpass)). Shared by ``svf`` and the
+    fused render loop in ``synth.py``."""
+    s1, s2 = state
+    hp = (xn - (gn + k) * s1 - s2) / (1.0 + gn * (gn + k))
+    v1 = gn * hp
+    bp = v1 + s1
+    v2 = gn * bp
+    lp = v2 + s2
+    return (bp + v1, lp + v2), (lp, bp, hp)
+
+
 def svf(x: Float[Array, "samples voices"], g: Float[Array, "samples voices"],
         k: Float[Array, "voices"], mix: Float[Array, "voices 3"]) -> Float[Array, "samples voices"]:
     """Filter ``x`` (time-major: one column per voice) with per-sample cutoff gains ``g`` and a
@@ -40,14 +53,8 @@ def svf(x: Float[Array, "samples voices"], g: Float[Array, "samples voices"],
     w_lp, w_bp, w_hp = mix[:, 0], mix[:, 1] * k, mix[:, 2]
 
     def step(state, inputs):
-        s1, s2 = state
-        xn, gn = inputs
-        hp = (xn - (gn + k) * s1 - s2) / (1.0 + gn * (gn + k))
-        v1 = gn * hp
-        bp = v1 + s1
-        v2 = gn * bp
-        lp = v2 + s2
-        return (bp + v1, lp + v2), w_lp * lp + w_bp * bp + w_hp * hp
+        state, (lp, bp, hp) = svf_tick(state, *inputs, k)
+        return state, w_lp * lp + w_bp * bp + w_hp * hp
 
     zero = jnp.zeros(x.shape[1:], x.dtype)
     _, y = jax.lax.scan(step, (zero, zero), (x, g))

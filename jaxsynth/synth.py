@@ -30,9 +30,9 @@ from jaxtyping import Array, Float
 
 from jaxsynth import params as P
 from jaxsynth.envelopes import adsr
-from jaxsynth.filters import svf, svf_g
-from jaxsynth.modulation import control_times, interpolate_control, lfo
-from jaxsynth.oscillators import frac, morph, morph_weights, white_noise
+from jaxsynth.filters import svf_g, svf_tick
+from jaxsynth.modulation import control_times, lfo
+from jaxsynth.oscillators import _SINE_C0, _SINE_C1, _SINE_C2, frac, morph_weights, white_noise
 
 
 @dataclass(frozen=True)
@@ -74,43 +74,104 @@ def _unison(params01, phys):
     return detune_st, gain
 
 
-def _block_phases(phase0, dt, hop: int):
-    """Oscillator phase (cycles, in [0, 1)) at the start of each control block, for per-block
-    increments ``dt`` (blocks, ...). A ``lax.scan``, not ``jnp.cumsum``: XLA's CPU cumsum is a
-    multi-level reduce-window whose last level was fused into (and recomputed by) the
-    per-sample oscillator loop, which made the oscillators 9x slower."""
-    def step(phase, inc):
-        return frac(phase + inc), phase
-    _, start = jax.lax.scan(step, phase0, frac(dt * hop))
-    return start
+def _voice_constants(params01, phys, note):
+    """Per-voice constants of the 2 x MAX_UNISON oscillator voices, each of shape
+    (2 * MAX_UNISON, ..., batch), voice index o * MAX_UNISON + v:
 
+    * ``semis``: pitch in semitones re A4 before vibrato;
+    * ``coef``: (voices, 4, batch) weights of (sine, triangle, saw(a), saw(a + width)) times
+      the voice's level (osc level x unison gain), so that the morph is one weighted sum
+      (pulse = saw(a) - saw(a + width) is folded into the saw weights);
+    * ``width``: pulse width.
 
-def _oscillators(params01, phys, lfo_blocks, note, phase0, cfg: SynthConfig):
-    """Both oscillators with all unison voices, summed, time-major: (num_blocks * hop, batch).
-
-    The 2 x MAX_UNISON streams are a static Python sum, not a reduction over a voice axis:
-    XLA fuses the sum into one loop, while a reduce over a middle axis ran 6x slower here."""
+    Computed by ``lax.map`` over the voices so that XLA materializes them in (voices, batch)
+    buffers: left as plain expressions, XLA fused them (sanitize, denormalize, morph weights,
+    unison gains, with strided reads of the (batch, N_PARAMS) matrix) into the per-sample
+    oscillator loop and recomputed them for every sample (benchmarks/RESULTS.md, Q2)."""
     detune_st, voice_gain = _unison(params01, phys)
-    vibrato_st = _get(phys, "lfo.to_pitch_st") * lfo_blocks  # (blocks, batch)
-    osc_st = [_get(phys, f"osc{o}.coarse_st") - 24.0 + _get(phys, f"osc{o}.fine_cents") / 100.0
-              for o in (1, 2)]
-    # semitones re A4 per (block, osc, voice, batch) -> cycles per sample
-    semis = (note - 69.0 + jnp.stack(osc_st)[None, :, None] + jnp.stack(detune_st)[None, None]
-             + vibrato_st[:, None, None])
-    dt = jnp.clip(440.0 / cfg.sample_rate * jnp.exp2(semis / 12.0), 1e-7, 0.45)
-    start = _block_phases(jnp.moveaxis(phase0, 0, -1), dt, cfg.control_hop)
-
-    ramp = jnp.arange(cfg.control_hop, dtype=jnp.float32)[None, :, None]  # (1, hop, 1)
-    out = 0.0
+    semis, level, width, shape = [], [], [], []
     for o in (1, 2):
-        weights = morph_weights(_get(phys, f"osc{o}.shape"))  # (batch, 4)
-        width = _get(phys, f"osc{o}.pulse_width")
+        osc_st = _get(phys, f"osc{o}.coarse_st") - 24.0 + _get(phys, f"osc{o}.fine_cents") / 100.0
         for v in range(P.MAX_UNISON):
-            dt_ov = dt[:, o - 1, v, None, :]
-            phase = frac(start[:, o - 1, v, None, :] + dt_ov * ramp)  # (blocks, hop, batch)
-            amp = _get(phys, f"osc{o}.level") * voice_gain[v]
-            out = out + amp * morph(phase, dt_ov, weights, width)
-    return out.reshape(-1, params01.shape[0])
+            semis.append(note - 69.0 + osc_st + detune_st[v])
+            level.append(_get(phys, f"osc{o}.level") * voice_gain[v])
+            width.append(_get(phys, f"osc{o}.pulse_width"))
+            shape.append(_get(phys, f"osc{o}.shape"))
+
+    def one_voice(args):
+        semis_v, level_v, width_v, shape_v = args
+        w = morph_weights(shape_v)  # (batch, 4)
+        coef = level_v * jnp.stack([w[:, 0], w[:, 1], w[:, 2] + w[:, 3], -w[:, 3]])
+        return semis_v, coef, width_v
+
+    return jax.lax.map(one_voice, tuple(jnp.stack(a) for a in (semis, level, width, shape)))
+
+
+def _control_points(semis, vibrato_st, cutoff_hz, phase0, cfg: SynthConfig):
+    """Everything that moves at the control rate, in one ``lax.scan`` over the num_blocks + 1
+    control points: per voice the phase at the block start (cycles, in [0, 1)), the increment
+    dt (cycles/sample) and 1 / (2 dt) for the PolyBLEP, and the filter's g = tan(pi fc / fs).
+
+    A scan rather than array expressions for two measured reasons (benchmarks/RESULTS.md, Q2):
+    XLA's CPU ``cumsum`` for the phase was fused into (and recomputed by) the per-sample
+    oscillator loop (9x slower), and the ``tan`` of the cutoff was likewise fused into the
+    per-sample interpolation of g and evaluated twice per sample (12x slower than once per
+    control point). Scan outputs are materialized, so each is computed once per point."""
+    hop, sr = cfg.control_hop, cfg.sample_rate
+
+    def step(phase, xs):
+        vib, hz = xs
+        dt = jnp.clip(440.0 / sr * jnp.exp2((semis + vib) / 12.0), 1e-7, 0.45)
+        return frac(phase + frac(dt * hop)), (phase, dt, 0.5 / dt, svf_g(hz, sr))
+
+    _, (start, dt, half_inv_dt, g) = jax.lax.scan(step, phase0, (vibrato_st, cutoff_hz))
+    return start, dt, half_inv_dt, g
+
+
+def _sign(u):
+    return jnp.where(u < 0.0, -1.0, 1.0)
+
+
+def _saw_centered(u, sign, half_inv_dt):
+    """PolyBLEP saw at u = 2 t - 1 (t in [0, 1) the saw's own phase): u minus the residual
+    sign(u) * max(1 - (1 - |u|) / (2 dt), 0)^2, i.e. ``oscillators.saw_blep`` rewritten in u."""
+    m = jnp.square(jnp.maximum(1.0 - (1.0 - jnp.abs(u)) * half_inv_dt, 0.0))
+    return u - sign * m
+
+
+def _voice_wave(a, half_inv_dt, coef, width):
+    """One voice's morphing waveform at ``a`` = phase + 1/2 (cycles, any real): equal, to
+    float rounding, to ``oscillators.morph(phase, dt, weights, width)`` with ``coef`` from
+    ``_voice_constants`` (tests/jaxsynth/test_render_fastpath.py).
+
+    The shapes share one wrap, u = 2 frac(a) - 1 = 2 frac(phase + 1/2) - 1, from which
+    y = 1 - 2 phase = sign(u) - u (sine argument), triangle = sign(u) (1 - |2|u| - 1|) and the
+    BLEP saw follow with no further ``floor``; ~40 operations per voice and sample instead of ~56."""
+    a = frac(a)
+    u = 2.0 * a - 1.0
+    s = _sign(u)
+    y = s - u
+    y2 = y * y
+    sine = y * (1.0 - y2) * (_SINE_C0 + y2 * (_SINE_C1 + y2 * _SINE_C2))
+    tri = s * (1.0 - jnp.abs(2.0 * jnp.abs(u) - 1.0))
+    b = a + width
+    ub = 2.0 * jnp.where(b >= 1.0, b - 1.0, b) - 1.0
+    return (coef[0] * sine + coef[1] * tri + coef[2] * _saw_centered(u, s, half_inv_dt)
+            + coef[3] * _saw_centered(ub, _sign(ub), half_inv_dt))
+
+
+def _oscillators(start, dt, half_inv_dt, coef, width, hop: int):
+    """Both oscillators with all unison voices, summed, time-major: (num_blocks * hop, batch).
+    Inputs are per block (blocks, voices, batch) and per voice (voices, ..., batch).
+
+    The voices are a static Python sum, not a reduction over a voice axis: XLA fuses the sum
+    into one loop, while a reduce over a middle axis ran 6x slower here."""
+    ramp = jnp.arange(hop, dtype=jnp.float32)[None, :, None]  # (1, hop, 1)
+    out = 0.0
+    for v in range(start.shape[1]):
+        a = (start[:, v, None, :] + 0.5) + dt[:, v, None, :] * ramp  # (blocks, hop, batch)
+        out = out + _voice_wave(a, half_inv_dt[:, v, None, :], coef[v], width[v])
+    return out.reshape(-1, start.shape[-1])
 
 
 def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_length_s):
@@ -125,26 +186,53 @@ def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_le
     t_ctrl = control_times(nb, hop, sr)[:, None]  # (points, 1)
     lfo_shape = jax.nn.one_hot(P.choice_index(params01, "lfo.shape"), 4)
     lfo_ctrl = lfo(t_ctrl, _get(phys, "lfo.rate_hz"), lfo_shape)  # (points, batch)
-
-    x = _oscillators(params01, phys, lfo_ctrl[:-1], note, phase0, cfg)[:T]
-    x = x + _get(phys, "noise.level") * white_noise(noise_seed, T)
-
     fenv = adsr(t_ctrl, _get(phys, "filter_env.attack_s"), _get(phys, "filter_env.decay_s"),
                 _get(phys, "filter_env.sustain"), _get(phys, "filter_env.release_s"), note_length_s)
     octaves = (_get(phys, "filter.env_amount_oct") * fenv + _get(phys, "lfo.to_cutoff_oct") * lfo_ctrl
                + _get(phys, "filter.key_track") * (note - 60.0) / 12.0)
-    g = interpolate_control(svf_g(_get(phys, "filter.cutoff_hz") * jnp.exp2(octaves), sr), hop)[:T]
-    mix = jax.nn.one_hot(P.choice_index(params01, "filter.type"), 3)
-    y = svf(x, g, 1.0 / _get(phys, "filter.resonance_q"), mix)
-    y = jnp.tanh(jnp.power(10.0, _get(phys, "output.drive_db") / 20.0) * y)
+    cutoff_hz = _get(phys, "filter.cutoff_hz") * jnp.exp2(octaves)
 
-    t = jnp.arange(T, dtype=jnp.float32)[:, None] / sr
-    amp = adsr(t, _get(phys, "amp_env.attack_s"), _get(phys, "amp_env.decay_s"),
-               _get(phys, "amp_env.sustain"), _get(phys, "amp_env.release_s"), note_length_s)
+    semis, coef, width = _voice_constants(params01, phys, note)
+    start, dt, half_inv_dt, g_ctrl = _control_points(
+        semis, _get(phys, "lfo.to_pitch_st") * lfo_ctrl, cutoff_hz,
+        jnp.moveaxis(phase0, 0, -1).reshape(-1, params01.shape[0]), cfg)
+
+    x = _oscillators(start[:-1], dt[:-1], half_inv_dt[:-1], coef, width, hop)[:T]
+    x = x + _get(phys, "noise.level") * white_noise(noise_seed, T)
     tremolo = 1.0 - _get(phys, "lfo.to_amp") * 0.5 * (1.0 - lfo_ctrl)
-    amp = amp * interpolate_control(tremolo, hop)[:T]
+    return _filter_drive_amp(x, g_ctrl, tremolo, params01, phys, cfg, velocity, note_length_s)
+
+
+def _filter_drive_amp(x, g_ctrl, tremolo, params01, phys, cfg: SynthConfig, velocity,
+                      note_length_s):
+    """Everything after the oscillators, in one ``lax.scan`` over samples (time-major):
+    the SVF with g interpolated from its control points, the tanh drive, the amp ADSR, the
+    tremolo and the output gain.
+
+    One loop instead of a filter scan followed by array expressions, because XLA fused those
+    expressions (tanh, ADSR, interpolation) into the final (samples, batch) -> (batch, samples)
+    transpose, where the CPU runs them unvectorized: that stage alone cost as much as the
+    oscillators at batch 1024 (benchmarks/RESULTS.md, Q2). Per-sound constants are closed
+    over, so XLA computes them once, outside the loop."""
+    hop, sr = cfg.control_hop, cfg.sample_rate
+    mix = jax.nn.one_hot(P.choice_index(params01, "filter.type"), 3)
+    k = 1.0 / _get(phys, "filter.resonance_q")
+    w_lp, w_bp, w_hp = mix[:, 0], mix[:, 1] * k, mix[:, 2]
+    drive = jnp.power(10.0, _get(phys, "output.drive_db") / 20.0)
     gain = jnp.power(10.0, _get(phys, "output.gain_db") / 20.0) * velocity
-    return gain * amp * y
+    env = [_get(phys, f"amp_env.{n}") for n in ("attack_s", "decay_s", "sustain", "release_s")]
+
+    def step(state, inputs):
+        xn, n = inputs
+        block, ramp = n // hop, (n % hop).astype(jnp.float32) / hop
+        lerp = lambda points: points[block] + (points[block + 1] - points[block]) * ramp
+        state, (lp, bp, hp) = svf_tick(state, xn, lerp(g_ctrl), k)
+        amp = adsr(n.astype(jnp.float32) / sr, *env, note_length_s) * lerp(tremolo)
+        return state, gain * amp * jnp.tanh(drive * (w_lp * lp + w_bp * bp + w_hp * hp))
+
+    zero = jnp.zeros(x.shape[1:], x.dtype)
+    _, y = jax.lax.scan(step, (zero, zero), (x, jnp.arange(x.shape[0])))
+    return y
 
 
 def _is_concrete(*xs) -> bool:
