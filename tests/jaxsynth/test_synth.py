@@ -321,8 +321,9 @@ def test_gradients_match_finite_differences(grads):
     # spectral loss is not used here: its log-magnitudes make it rugged in pitch at scales
     # below any usable eps. LFO rate is left out for presets 2 and 3 (saw and square LFO):
     # their jumps move with the rate, which a difference sees and a derivative does not.
-    # Measured agreement: within 1 % per parameter for eps 1e-4 (float32 loss rounding
-    # limits smaller eps); the bound 5 % of |g . d| plus 1e-3 |g| allows for that.
+    # Measured (4 trials x 4 presets): within 2 % where |g . d| > 1, and within 0.05 absolute
+    # for small directional derivatives (float32 rounding of the loss, divided by 2 eps);
+    # bound: 5 % of |g . d| plus 1e-3 |g| (|g| ~ 50-100 here, dominated by pitch).
     fn, params, keys, g = grads["fn"], grads["params"], grads["keys"], grads["g_linear"]
     assert np.all(np.isfinite(g))
     rng = np.random.default_rng(7)
