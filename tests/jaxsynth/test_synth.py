@@ -395,3 +395,18 @@ def test_bad_render_batch_input_raises_a_clear_error():
         render_batch(P.DEFAULT_PARAMS01[None, None].repeat(4, 0), jax.random.split(jax.random.key(0), 4))
     with pytest.raises(ValueError, match=r"velocity must be"):
         render_batch(p, jax.random.split(jax.random.key(0), 4), velocity=np.array([1, 1, 2, 1.0]))
+
+
+def test_traced_render_sanitizes_instead_of_raising(grads):
+    # Under jit/vmap/grad render cannot raise; documented: NaN -> the default, out of range ->
+    # clipped. Checked through the compiled jit(vmap(jacrev)) of the gradient tests.
+    fn, params, keys = grads["fn"], grads["params"].copy(), grads["keys"]
+    i, j = P.INDEX["filter.cutoff_hz"], P.INDEX["output.gain_db"]
+    bad = params.copy()
+    bad[0, i], bad[1, j], bad[2, j] = np.nan, 1.7, -3.0
+    fixed = params.copy()
+    fixed[0, i], fixed[1, j], fixed[2, j] = P.DEFAULT_PARAMS01[i], 1.0, 0.0
+    _, (_, audio_bad) = fn(jnp.asarray(bad), keys)
+    _, (_, audio_fixed) = fn(jnp.asarray(fixed), keys)
+    assert np.all(np.isfinite(np.asarray(audio_bad)))
+    np.testing.assert_array_equal(np.asarray(audio_bad), np.asarray(audio_fixed))
