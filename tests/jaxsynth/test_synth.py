@@ -113,8 +113,9 @@ def test_a_sound_alone_equals_it_inside_a_batch(batch):
     # differently vectorized loops (FMA contraction, polynomial tanh/exp2 paths), and the
     # voice amplifies those last-bit differences - most where a Q-12 filter sits near fs/2
     # (the float32 filter is only good to 1.2e-4 there, test_filters.py) followed by 24 dB of
-    # drive. Measured (abs, full scale 1): median over rows ~3e-7, 34 of 64 rows > 1e-7,
-    # worst 1.2e-4 at the all-ones corner (Q 12, cutoff 0.49 fs, drive 24 dB), next 1.8e-5.
+    # drive. Measured (abs, full scale 1; render of commit 93c7c94): median over rows 1.3e-7,
+    # 5 of 64 rows bit-identical, 33 > 1e-7, worst 8.4e-5 at the all-ones corner (Q 12,
+    # cutoff 0.49 fs, drive 24 dB); the unfused render before it: worst 1.2e-4, next 1.8e-5.
     # Bounds: every row 5e-4 (-66 dB), median 1e-5; mixing sounds across the batch or a
     # wrong key/note per row would be O(0.01-1).
     diffs = []
