@@ -48,9 +48,10 @@ def test_cmaes_recovers_stage0_targets_for_several_seeds():
 
 def test_cmaes_beats_random_search_at_equal_budget():
     # 512 renders per target on 8 held-out stage-0 presets. Measured medians (2026-11-25):
-    # key 0: CMA-ES 0.52 vs random 1.85; key 1: 0.61 vs 2.05 (ratio 0.28-0.30). Asserting a
-    # ratio below 0.6 leaves 2x room for seed noise while a CMA-ES that is no better than
-    # random search (e.g. a broken tell or a sign error in the fitness) fails.
+    # key 0: CMA-ES 0.52 vs random 1.85; key 1: 0.61 vs 2.05; key 2: 0.93 vs 1.89 (ratio
+    # 0.28-0.49). The test runs key 0 (ratio 0.28); asserting < 0.6 holds for every key seen,
+    # while a CMA-ES no better than random search (e.g. a broken tell or a sign error in the
+    # fitness) fails.
     tf = target_features_of_params(HELDOUT, CFG)
     cma = np.median(np.asarray(cmaes_match(jax.random.key(0), tf, STAGE0, 512, CFG).best_loss))
     rnd = np.median(np.asarray(random_search(jax.random.key(0), tf, STAGE0, 512, CFG).best_loss))
