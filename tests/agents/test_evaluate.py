@@ -65,3 +65,15 @@ def test_bad_config():
         EvalConfig(matchers=("nope",))
     with pytest.raises(ValueError, match="out of range"):
         EvalConfig(stages=(9,))
+
+
+def test_wav_folder_errors(tmp_path):
+    from agents.evaluate import wav_set
+    from jaxsynth.io import AudioFileError
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        wav_set(str(tmp_path / "nope"), CFG)
+    with pytest.raises(ValueError, match="no audio files"):
+        wav_set(str(tmp_path), CFG)
+    (tmp_path / "bad.wav").write_bytes(b"not a wav file at all")
+    with pytest.raises(AudioFileError, match="bad.wav"):
+        wav_set(str(tmp_path), CFG)
