@@ -70,7 +70,8 @@ class TrainConfig:
     log_mel_dtype: str = "float16"
     init_alpha: float = 0.05
     shard: bool = True
-    cmaes_transitions: int = 0  # D5 warm start: CMA-ES transitions put in the buffer first
+    cmaes_targets: int = 0  # D5 warm start: bank targets CMA-ES solves; its trajectories seed the buffer
+    cmaes_budget: int = 64  # renders per target for that CMA-ES run
     bc_steps: int = 0  # D5: behaviour-cloning steps on those transitions before training
 
     def __post_init__(self):
@@ -87,10 +88,10 @@ class TrainConfig:
             (self.max_steps >= 1 and self.bank_size >= 1 and self.n_heldout >= 1,
              "--max-steps, --bank-size and --heldout must be >= 1"),
             (self.buffer_capacity >= 1, "--buffer-capacity must be >= 1"),
-            (self.cmaes_transitions >= 0 and self.bc_steps >= 0,
-             "--cmaes-transitions and --bc-steps must be >= 0"),
-            (not (self.bc_steps and not self.cmaes_transitions),
-             "--bc-steps needs teacher data: also pass --cmaes-transitions N"),
+            (self.cmaes_targets >= 0 and self.bc_steps >= 0 and self.cmaes_budget >= 1,
+             "--cmaes-targets, --bc-steps must be >= 0 and --cmaes-budget >= 1"),
+            (not (self.bc_steps and not self.cmaes_targets),
+             "--bc-steps needs teacher data: also pass --cmaes-targets N"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -164,16 +165,11 @@ class Setup:
 def warm_start(setup: Setup, runner: sac.Runner, log=print) -> tuple[sac.Runner, dict]:
     """D5: put CMA-ES transitions into every seed's buffer, then behaviour-clone the actor."""
     cfg = setup.cfg
-    try:
-        from agents import cmaes
-        make = cmaes.replay_transitions
-    except (ImportError, AttributeError) as e:
-        raise RuntimeError("warm start needs agents.cmaes.replay_transitions (CMA-ES -> replay "
-                           f"transitions), which is not available ({e}); run without "
-                           "--cmaes-transitions/--bc-steps") from e
+    from agents.cmaes import cmaes_transitions
     t0 = time.time()
-    tr = make(setup.env, setup.params.env, jax.random.key(cfg.seed + 7919), cfg.cmaes_transitions,
-              log_mel_dtype=cfg.log_mel_dtype)
+    n_targets = min(cfg.cmaes_targets, setup.env.config.bank_size)
+    tr, _ = cmaes_transitions(jax.random.key(cfg.seed + 7919), setup.env, setup.params.env,
+                              np.arange(n_targets), cfg.cmaes_budget)
     n = int(jax.tree.leaves(tr)[0].shape[0])
     add = jax.jit(jax.vmap(replay.add, in_axes=(0, None)))
     runner = runner.replace(buffer=add(runner.buffer, tr))
@@ -262,7 +258,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
         runner = tree if tree.buffer is not None else tree.replace(buffer=runner.buffer)
         start_chunk = int(meta["chunk"])
         log(f"resumed from chunk {start_chunk} (stage {meta.get('stage')})")
-    elif cfg.cmaes_transitions:
+    elif cfg.cmaes_targets:
         runner, warm_info = warm_start(setup, runner, log)
 
     logger = ScalarLogger(out, opts.tensorboard) if is_main else None
@@ -377,8 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--log-mel-dtype", choices=tuple(replay.LOG_MEL_DTYPES), default=d.log_mel_dtype,
       help="dtype of log-mels stored in the replay buffer")
     a("--no-shard", action="store_true", help="do not shard envs over local devices")
-    a("--cmaes-transitions", type=int, default=d.cmaes_transitions,
-      help="D5 warm start: CMA-ES transitions seeded into the replay buffer (0: off)")
+    a("--cmaes-targets", type=int, default=d.cmaes_targets,
+      help="D5 warm start: CMA-ES solves this many bank targets; its best trajectories are "
+           "replayed in the env and seeded into the replay buffer (0: off)")
+    a("--cmaes-budget", type=int, default=d.cmaes_budget, help="CMA-ES renders per warm-start target")
     a("--bc-steps", type=int, default=d.bc_steps,
       help="D5 warm start: behaviour-cloning steps on the CMA-ES transitions (0: off)")
     a("--out", default=RunOptions.out, help="output directory (logs, media, checkpoints)")
@@ -406,7 +404,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
             bank_size=ns.bank_size, n_heldout=ns.heldout, gamma=ns.gamma, tau=ns.tau, lr=ns.lr,
             init_alpha=ns.init_alpha, buffer_capacity=ns.buffer_capacity,
             log_mel_dtype=ns.log_mel_dtype, shard=not ns.no_shard,
-            cmaes_transitions=ns.cmaes_transitions, bc_steps=ns.bc_steps)
+            cmaes_targets=ns.cmaes_targets, cmaes_budget=ns.cmaes_budget, bc_steps=ns.bc_steps)
         sac.SACConfig.__post_init__(cfg.sac_config())
         if ns.checkpoint_every < 1 or ns.media_top_k < 1:
             raise ValueError("--checkpoint-every and --media-top-k must be >= 1")
