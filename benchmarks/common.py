@@ -1,0 +1,114 @@
+"""Shared helpers for the benchmark scripts: timing, run metadata, RESULTS.md sections.
+
+Timing rule for every figure: compile once (reported apart), one warm-up call, then the
+median of ``reps`` timed calls, each ended with ``block_until_ready``. Process CPU time is
+recorded next to wall time: on a shared machine it shows the work done even when other jobs
+steal the cores (wall / CPU ratios far below the core count mean contention).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+RESULTS_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+def metadata(argv: list[str] | None = None, script: str | None = None) -> dict:
+    """Device, versions, date, command and load average of this run."""
+    import jaxlib
+
+    device = jax.devices()[0]
+    argv = sys.argv[1:] if argv is None else argv
+    script = script or os.path.relpath(sys.argv[0], os.path.dirname(os.path.dirname(RESULTS_MD)))
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return dict(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=" ".join(["python", script] + list(argv)),
+        device=f"{device.platform.upper()} ({device.device_kind})",
+        cpu=_cpu_name(), cores=os.cpu_count(),
+        jax=jax.__version__, jaxlib=jaxlib.__version__, numpy=np.__version__,
+        python=platform.python_version(), load_avg=[round(x, 2) for x in load])
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def metadata_lines(meta: dict) -> str:
+    return (f"- date: {meta['date']}; command: `{meta['command']}`\n"
+            f"- device: {meta['device']}; CPU: {meta['cpu']}, {meta['cores']} cores visible; "
+            f"load average at start {meta['load_avg']}\n"
+            f"- versions: jax {meta['jax']}, jaxlib {meta['jaxlib']}, numpy {meta['numpy']}, "
+            f"Python {meta['python']}\n")
+
+
+def time_calls(fn: Callable[[], object], reps: int, sync: Callable[[object], object] = jax.block_until_ready
+               ) -> dict:
+    """Warm-up once, then ``reps`` timed calls: median wall and CPU seconds."""
+    sync(fn())
+    walls, cpus = [], []
+    for _ in range(reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        sync(fn())
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return dict(step_s=statistics.median(walls), cpu_s=statistics.median(cpus), reps=reps)
+
+
+def compile_jit(jitted, *args, **kwargs):
+    """Lower and compile ``jitted`` for ``args``: (compiled, seconds, peak bytes) where peak is
+    XLA's own estimate (arguments + outputs + temporaries) from ``memory_analysis``."""
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args, **kwargs).compile()
+    seconds = time.perf_counter() - t0
+    peak = None
+    try:
+        m = compiled.memory_analysis()
+        peak = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                   - getattr(m, "alias_size_in_bytes", 0))
+    except Exception:  # backend without memory analysis
+        pass
+    return compiled, seconds, peak
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_sections(sections: dict[str, str], path: str = RESULTS_MD) -> None:
+    """Replace each '## title' section of RESULTS.md with the given text (or append it),
+    leaving every other section alone. Atomic: a temp file, then rename."""
+    current = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    for title, text in sections.items():
+        pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+        block = text.rstrip() + "\n\n"
+        if pattern.search(current):
+            current = pattern.sub(lambda _: block, current, count=1)
+        else:
+            current = current.rstrip() + "\n\n" + block
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(current.rstrip() + "\n")
+    os.replace(tmp, path)
