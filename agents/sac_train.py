@@ -267,6 +267,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
         summary0 = np.asarray(ev0["heldout_median_loss"]).tolist()
         if logger is not None:
             logger.log(0, {"heldout_median_loss": float(np.mean(summary0)),
+                           "heldout_median_final_loss": float(np.mean(ev0["heldout_median_final_loss"])),
                            "heldout_median_start_loss": float(np.mean(ev0["heldout_median_start_loss"]))},
                        "eval")
         log(f"held-out median loss before training: {summary0}")
@@ -299,7 +300,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
             sps = transitions_per_chunk / dt
             logger.log(base + cfg.chunk_steps, {
                 "heldout_median_loss": float(med.mean()),
-                "heldout_median_best_loss": float(np.mean(ev["heldout_median_best_loss"])),
+                "heldout_median_final_loss": float(np.mean(ev["heldout_median_final_loss"])),
                 "heldout_median_start_loss": float(np.mean(ev["heldout_median_start_loss"])),
                 "stage": float(np.mean(ev["stage"])), "next_stage": float(np.mean(ev["next_stage"])),
                 "threshold": float(C.STAGES[int(np.asarray(ev["stage"])[0])].threshold),

@@ -31,9 +31,9 @@ def test_short_training_improves_heldout_median_loss(full_run):
     summary, out = full_run
     before = summary["heldout_median_loss_untrained"][0]
     after = summary["heldout_median_loss"][-1][0]
-    # Measured at this config and seed: before 1.79 -> after 1.20 (see RESULTS.md, "SAC training");
-    # require a 15 % reduction.
-    assert after < 0.85 * before, (before, summary["heldout_median_loss"])
+    # Median over held-out targets of the episode's best loss. Measured at this config and seed:
+    # untrained <= 8.03 (its final loss), after 8 env steps 6.73 (ratio <= 0.84); require 0.9.
+    assert after < 0.9 * before, (before, summary["heldout_median_loss"])
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert any('"reward/improvement"' in l for l in lines) and any('"heldout_median_loss"' in l for l in lines)
 
