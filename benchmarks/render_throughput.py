@@ -272,17 +272,28 @@ def main(argv=None) -> dict:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batches 1 and 64 at 22.05 kHz, 3 reps")
     parser.add_argument("--json", metavar="PATH", help="write setup and rows as JSON (after every row)")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="do not measure: print (and with --write-results write) the tables of a saved run")
     parser.add_argument("--write-results", action="store_true",
                         help="replace the '## Render throughput' and '## Floors' sections of RESULTS.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.sample_rates, args.reps = [1, 64], [22050], 3
 
-    meta = metadata(sys.argv[1:] if argv is None else argv, "benchmarks/render_throughput.py")
-    status = peer_status() if args.peers == "auto" else {"torchsynth": "off", "synthax": "off"}
-    meta.update(peers=status, peer_versions=peer_versions())
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        meta, rows = saved["setup"], saved["rows"]
+        status = meta["peers"]
+        args.reps = rows[0]["reps"] if rows else args.reps
+        args.duration_s = rows[0]["duration_s"] if rows else args.duration_s
+        args.sample_rates, args.batches = [], []  # nothing to measure
+    else:
+        meta = metadata(sys.argv[1:] if argv is None else argv, "benchmarks/render_throughput.py")
+        status = peer_status() if args.peers == "auto" else {"torchsynth": "off", "synthax": "off"}
+        meta.update(peers=status, peer_versions=peer_versions())
+        rows = []
     print(f"# {meta['device']}, jax {meta['jax']}; peers: {status}", flush=True)
-    rows: list[dict] = []
 
     def emit(row):
         rows.append(row)
