@@ -26,9 +26,10 @@ Terms (each per clip, batch dimensions preserved):
 * ``loudness_lu``: |L_pred - L_target| in LU (BS.1770-4 integrated loudness, features.py).
 
 * ``crepe_embedding`` and ``pitch_posterior_cents`` (optional, issue 8): CREPE perceptual terms
-  from ``perceptual.py``; weight 0 by default, and at weight 0 they are not computed (reported
-  as 0) and every other term and the total are unchanged. Pass ``PerceptualFeatures`` of both
-  clips to ``matching_loss`` to use them.
+  from ``perceptual.py``; weight 0 by default, and then they are not computed and
+  ``matching_loss`` returns the plain ``LossTerms`` (every other term and the total
+  unchanged). With a non-zero weight it returns ``PerceptualLossTerms`` (``LossTerms`` + the two
+  CREPE terms); pass ``PerceptualFeatures`` of both clips to ``matching_loss``.
 
 ``total = sum(weight_i * term_i)`` over the ``LossWeights`` fields. Default weights were set
 from the medians over 16 pairs of random full-synth presets (0.5 s, note 60): MR-STFT 4.5,
@@ -80,8 +81,26 @@ class LossTerms(NamedTuple):
     centroid_oct: Float[Array, "*batch"]
     loudness_lu: Float[Array, "*batch"]
     total: Float[Array, "*batch"]
-    crepe_embedding: Float[Array, "*batch"] = 0.0  # 0 when its weight is 0 (not computed)
-    pitch_posterior_cents: Float[Array, "*batch"] = 0.0  # 0 when its weight is 0 (not computed)
+
+
+class PerceptualLossTerms(NamedTuple):
+    """``LossTerms`` plus the CREPE terms; returned only when a CREPE weight is non-zero.
+
+    With both CREPE weights 0 (the default) ``matching_loss`` returns a plain ``LossTerms``,
+    so code that does not use the CREPE terms sees exactly the old breakdown. A CREPE term
+    whose own weight is 0 is not computed and reported as 0.
+    """
+
+    spectral_convergence: Float[Array, "*batch"]
+    log_magnitude: Float[Array, "*batch"]
+    mrstft: Float[Array, "*batch"]
+    mfcc_l1: Float[Array, "*batch"]
+    log_mel_l1: Float[Array, "*batch"]
+    centroid_oct: Float[Array, "*batch"]
+    loudness_lu: Float[Array, "*batch"]
+    total: Float[Array, "*batch"]
+    crepe_embedding: Float[Array, "*batch"]
+    pitch_posterior_cents: Float[Array, "*batch"]
 
 
 def _safe_norm(x: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:
@@ -140,7 +159,8 @@ def loudness_delta_lu(pred_lufs: Float[Array, "*batch"], target_lufs: Float[Arra
 
 
 def matching_loss(pred: Features, target: Features, weights: LossWeights = LossWeights(),
-                  pred_perceptual=None, target_perceptual=None, perceptual_cfg=None) -> LossTerms:
+                  pred_perceptual=None, target_perceptual=None, perceptual_cfg=None
+                  ) -> LossTerms | PerceptualLossTerms:
     """The D3 matching loss between precomputed features; every term and the weighted total.
 
     The CREPE terms need ``pred_perceptual``/``target_perceptual`` (``perceptual.analyze``)
@@ -159,21 +179,22 @@ def matching_loss(pred: Features, target: Features, weights: LossWeights = LossW
     )
     total = sum(getattr(weights, f.name) * terms[f.name] for f in fields(weights)
                 if f.name not in _PERCEPTUAL_TERMS)
+    if all(getattr(weights, name) == 0 for name in _PERCEPTUAL_TERMS):
+        return LossTerms(**terms, total=total)
     zero = jnp.zeros_like(terms["mrstft"])
     perceptual = {name: zero for name in _PERCEPTUAL_TERMS}
-    if any(getattr(weights, name) != 0 for name in _PERCEPTUAL_TERMS):
-        if pred_perceptual is None or target_perceptual is None:
-            raise ValueError("matching_loss: a CREPE term has non-zero weight but pred_perceptual/"
-                             "target_perceptual were not given; pass perceptual.analyze(...) of both "
-                             "clips or set crepe_embedding = pitch_posterior_cents = 0")
-        from jaxsynth import perceptual as P  # noqa: PLC0415  (only when the terms are on)
-        pcfg = P.PerceptualConfig() if perceptual_cfg is None else perceptual_cfg
-        compute = {"crepe_embedding": P.embedding_distance, "pitch_posterior_cents": P.pitch_posterior_distance}
-        for name in _PERCEPTUAL_TERMS:
-            if getattr(weights, name) != 0:
-                perceptual[name] = compute[name](pred_perceptual, target_perceptual, pcfg)
-                total = total + getattr(weights, name) * perceptual[name]
-    return LossTerms(**terms, total=total, **perceptual)
+    if pred_perceptual is None or target_perceptual is None:
+        raise ValueError("matching_loss: a CREPE term has non-zero weight but pred_perceptual/"
+                         "target_perceptual were not given; pass perceptual.analyze(...) of both "
+                         "clips or set crepe_embedding = pitch_posterior_cents = 0")
+    from jaxsynth import perceptual as P  # noqa: PLC0415  (only when the terms are on)
+    pcfg = P.PerceptualConfig() if perceptual_cfg is None else perceptual_cfg
+    compute = {"crepe_embedding": P.embedding_distance, "pitch_posterior_cents": P.pitch_posterior_distance}
+    for name in _PERCEPTUAL_TERMS:
+        if getattr(weights, name) != 0:
+            perceptual[name] = compute[name](pred_perceptual, target_perceptual, pcfg)
+            total = total + getattr(weights, name) * perceptual[name]
+    return PerceptualLossTerms(**terms, total=total, **perceptual)
 
 
 def matching_loss_audio(pred_audio: Float[Array, "*batch samples"],

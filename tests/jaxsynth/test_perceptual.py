@@ -106,11 +106,13 @@ def test_perceptual_terms_off_change_nothing_and_on_change_only_themselves(clips
     off_with_feats = L.matching_loss(pred_f, target_f, L.LossWeights(), pred_p, target_p)
     on = L.matching_loss(pred_f, target_f, dataclasses.replace(L.LossWeights(), crepe_embedding=0.5,
                                                                pitch_posterior_cents=0.01), pred_p, target_p)
+    assert type(off) is L.LossTerms and type(on) is L.PerceptualLossTerms  # off: the old breakdown
+    assert on._fields[:len(off._fields)] == off._fields
     for name in L.LossTerms._fields:
-        if name in ("total", "crepe_embedding", "pitch_posterior_cents"):
-            continue
-        assert np.asarray(on._asdict()[name]).tobytes() == np.asarray(off._asdict()[name]).tobytes(), name
-    assert float(off.crepe_embedding) == 0.0 and float(off.pitch_posterior_cents) == 0.0
+        if name != "total":
+            assert np.asarray(getattr(on, name)).tobytes() == np.asarray(getattr(off, name)).tobytes(), name
+    only_pitch = L.matching_loss(pred_f, target_f, L.LossWeights(pitch_posterior_cents=0.01), pred_p, target_p)
+    assert float(only_pitch.crepe_embedding) == 0.0  # weight 0: not computed
     assert np.asarray(off.total).tobytes() == np.asarray(off_with_feats.total).tobytes()
     assert float(on.pitch_posterior_cents) > 20 and float(on.crepe_embedding) > 0
     expected = float(off.total) + 0.5 * float(on.crepe_embedding) + 0.01 * float(on.pitch_posterior_cents)
