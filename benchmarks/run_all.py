@@ -96,7 +96,7 @@ def series(results: dict) -> dict[str, list[tuple[float, float]]]:
     """Label -> [(batch, x realtime)] for the plot, from every script's rows."""
     out: dict[str, list[tuple[float, float]]] = {}
     for script, res in results.items():
-        for r in res.get("rows", []) or []:
+        for r in res.get("rows", []) or [] if script != "_suite" else []:
             if not isinstance(r, dict):
                 continue
             batch = r.get("batch", r.get("n_envs", r.get("envs")))
@@ -128,7 +128,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("batch size (sounds or envs)")
     ax.set_ylabel("x realtime (audio seconds per wall second)")
-    setup = next((r.get("setup") for r in results.values() if r.get("setup")), {}) or {}
+    setup = results.get("_suite", {}).get("setup") or {}
     ax.set_title(f"jaxsynth throughput — {setup.get('device', '')} jax {setup.get('jax', '')} "
                  f"{setup.get('date', '')}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -150,7 +150,11 @@ def main(argv=None) -> None:
     parser.add_argument("--plot", default=os.path.join(HERE, "throughput.png"))
     args = parser.parse_args(argv)
 
-    results = {}
+    sys.path.insert(0, ROOT)
+    from benchmarks.common import metadata
+
+    results: dict = {"_suite": {"setup": metadata(sys.argv[1:] if argv is None else argv,
+                                                  "benchmarks/run_all.py"), "returncode": 0}}
     for name, script_args in suite(args.quick, not args.no_write_results).items():
         if args.only and name not in args.only:
             continue
