@@ -9,8 +9,9 @@ all-zero gradient; along the cutoff and the level, -grad points toward the targe
 ``test_saved_notebook_holds_a_full_run`` checks that the committed file carries the outputs of
 a full (non-fast) run, without errors, at a size GitHub renders.
 
-On the 2-core CI machine the execution takes about a minute, most of it XLA compiling
-``value_and_grad`` of render + analyze + loss once.
+Cost: ~82 CPU-seconds for this file (pytest + kernel; measured 2026-11-25 on the 2-core CPU,
+wall 163 s at load average ~10 from other jobs), most of it XLA compiling ``value_and_grad`` of
+render + analyze + loss once; on a quiet 2-core machine the wall time is about the CPU time.
 """
 
 from __future__ import annotations
