@@ -334,7 +334,9 @@ def main(argv=None) -> dict:
                 + metadata_lines(meta))
         sections = {"## Render throughput": "## Render throughput\n\n" + head + "\n" + table(main_rows)
                     + "\n\nOur render x-realtime over each peer's (same batch, length, sample rate, "
-                    "same run):\n\n" + ratios(rows)}
+                    "same run); in brackets the ratio of process CPU time per batch, the fairer "
+                    "figure when other jobs share the cores (check the load average above):\n\n"
+                    + ratios(rows)}
         if floor_rows:
             sections["## Floors"] = (
                 "## Floors\n\nWhat the hardware allows for the same output: `numpy-fill` writes "
