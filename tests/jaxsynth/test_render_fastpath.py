@@ -26,11 +26,15 @@ def test_voice_wave_equals_oscillators_morph_for_every_shape():
     phase = jnp.concatenate([jax.random.uniform(key, (20000,)), jnp.linspace(0.0, 1.0, 20001)[:-1]])
     dt = jax.random.uniform(jax.random.fold_in(key, 1), phase.shape, minval=0.02, maxval=0.2)
     width = jax.random.uniform(jax.random.fold_in(key, 2), phase.shape, minval=0.05, maxval=0.95)
-    for shape in (0.0, 1 / 3, 0.5, 2 / 3, 0.9, 1.0):
+
+    @jax.jit
+    def both(shape):  # one compile for every shape value
         w = O.morph_weights(jnp.full(phase.shape, shape))
-        ref = O.morph(phase, dt, w, width)
         coef = jnp.stack([w[:, 0], w[:, 1], w[:, 2] + w[:, 3], -w[:, 3]])
-        got = S._voice_wave(phase + 0.5, 0.5 / dt, coef, width)
+        return O.morph(phase, dt, w, width), S._voice_wave(phase + 0.5, 0.5 / dt, coef, width)
+
+    for shape in (0.0, 1 / 3, 0.5, 2 / 3, 0.9, 1.0):
+        ref, got = both(jnp.float32(shape))
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=2e-6, err_msg=f"shape {shape}")
 
 
@@ -38,7 +42,7 @@ def test_voice_constants_match_the_parameter_table():
     params01 = P.sample_params01(jax.random.key(3), np.ones(P.N_MODULES, bool), shape=(8,))
     phys = P.denormalize(params01)
     note = jnp.full((8,), 64.0)
-    semis, coef, width = S._voice_constants(params01, phys, note)
+    semis, coef, width = jax.jit(S._voice_constants)(params01, phys, note)
     assert semis.shape == (2 * P.MAX_UNISON, 8) and coef.shape == (2 * P.MAX_UNISON, 4, 8)
     n_voices = np.asarray(P.choice_index(params01, "unison.voices")) + 1
     for o in (1, 2):
