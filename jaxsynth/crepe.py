@@ -401,7 +401,7 @@ def crepe_embedding(audio: Float[Array, "*batch samples"], sample_rate: int, mod
     """
     if not (isinstance(layer, int) and 1 <= layer <= NUM_LAYERS):
         raise ValueError(f"layer must be an int in 1..{NUM_LAYERS}, got {layer!r}")
-    cfg = CrepeConfig(model=model, sample_rate=sample_rate, hop_16k=hop_16k)
+    CrepeConfig(model=model, sample_rate=sample_rate, hop_16k=hop_16k)  # validates the arguments
     weights = load_weights(model) if weights is None else weights
     frames = normalize_frames(frames_16k(resample_to_16k(audio, sample_rate), hop_16k))
     out = crepe_layers(frames, weights, num_layers=layer)[-1]
