@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cmaes-budget", type=int, default=d.cmaes_budget, help="CMA-ES renders per warm-start target")
     a("--bc-steps", type=int, default=d.bc_steps,
       help="D5 warm start: behaviour-cloning steps on the CMA-ES transitions (0: off)")
-    a("--out", default=RunOptions.out, help="output directory (logs, media, checkpoints)")
+    a("--out", default=None, help="output directory (logs, media, checkpoints); default: a new "
+      f"{RunOptions.out}/<UTC date-time> per run, so repeating a command never collides")
     a("--resume", action="store_true", help="continue the run checkpointed in --out")
     a("--checkpoint-every", type=int, default=RunOptions.checkpoint_every, help="chunks between checkpoints")
     a("--no-buffer-checkpoint", action="store_true",
@@ -411,6 +412,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
             raise ValueError("--checkpoint-every and --media-top-k must be >= 1")
     except ValueError as e:
         p.error(str(e))
+    if ns.out is None:
+        if ns.resume:
+            p.error("--resume needs --out DIR: the directory of the run to continue")
+        ns.out = str(Path(RunOptions.out) / time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
     opts = RunOptions(out=ns.out, resume=ns.resume, progress=not ns.no_progress,
                       checkpoint_every=ns.checkpoint_every, save_buffer=not ns.no_buffer_checkpoint,
                       media_top_k=ns.media_top_k, media=not ns.no_media, distributed=ns.distributed)

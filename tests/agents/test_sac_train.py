@@ -110,7 +110,7 @@ def test_scalar_logger_writes_jsonl_and_tensorboard(tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["--envs", "0"], "--envs"), (["--total-steps", "5", "--chunk-steps", "2"], "multiple"),
     (["--encoder", "rnn"], "invalid choice"), (["--stage", "9"], "--stage"),
-    (["--bc-steps", "10"], "--cmaes-targets")])
+    (["--bc-steps", "10"], "--cmaes-targets"), (["--resume"], "--resume needs --out")])
 def test_cli_rejects_bad_flags(argv, msg, capsys):
     with pytest.raises(SystemExit):
         T.parse_args(argv)
@@ -124,3 +124,11 @@ def test_cli_help_and_defaults():
         assert flag in help_text
     cfg, opts = T.parse_args(["--envs", "4096"])
     assert cfg.envs == 4096 and cfg.n_chunks >= 1 and opts.progress
+
+
+def test_cli_default_out_is_a_new_directory_per_run():
+    """Repeating the README's command must not collide with the previous run's checkpoint."""
+    _, opts = T.parse_args([])
+    assert Path(opts.out).parent == Path(T.RunOptions.out) and Path(opts.out).name[:8].isdigit()
+    _, opts = T.parse_args(["--out", "somewhere", "--resume"])
+    assert opts.out == "somewhere" and opts.resume
