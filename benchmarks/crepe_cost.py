@@ -54,7 +54,13 @@ class BenchConfig:
     cmaes_budget: int = 384
     cmaes_population: int = 16
     cmaes_modules: tuple[str, ...] = ("osc1", "osc2", "filter")
+    cmaes_stage: int = 1
+    cmaes_duration_s: float = 0.25
+    cmaes_arms: tuple[str, ...] = ("d3", "pitch")
+    cmaes_voiced_only: bool = True
     pitch_weight: float = 0.01
+    embedding_weight: float = 1.0
+    embedding_layer: int = 5
     parts: tuple[str, ...] = ("ingraph", "worker", "cmaes")
     out: str | None = None
     seed: int = 0
@@ -192,19 +198,51 @@ def bench_worker(cfg: BenchConfig) -> None:
             proc.join(timeout=30)
 
 
+ARMS = {  # fitness arms: (crepe_embedding weight, pitch_posterior_cents weight) multipliers
+    "d3": (0.0, 0.0), "pitch": (0.0, 1.0), "embedding": (1.0, 0.0), "both": (1.0, 1.0)}
+
+
+def iqr(x) -> list[float]:
+    """[25th, 75th] percentile over the finite values (NaN-aware)."""
+    return [float(v) for v in np.nanpercentile(np.asarray(x, np.float64), [25, 75])]
+
+
+def cmaes_targets(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(targets01 (n, N_PARAMS), free-parameter indices): held-out presets of the curriculum
+    stage ``cfg.cmaes_stage`` (never in a training bank), or, with stage < 0, random presets of
+    ``cfg.cmaes_modules`` (the first version of this benchmark)."""
+    if cfg.cmaes_stage >= 0:
+        from agents import curriculum as CU  # noqa: PLC0415  (benchmark-only dependency)
+        pool = 4 * cfg.cmaes_targets if cfg.cmaes_voiced_only else cfg.cmaes_targets
+        targets = CU.heldout_presets(cfg.seed, cfg.cmaes_stage, pool)
+        mask = CU.stage_module_masks()[cfg.cmaes_stage]
+        if cfg.cmaes_voiced_only:  # pitch error is undefined for a target without voiced frames
+            audio = np.asarray(render_batch(jnp.asarray(targets), jax.random.split(jax.random.PRNGKey(7), pool),
+                                            SynthConfig(duration_s=cfg.cmaes_duration_s)))
+            has_pitch = np.isfinite(P.pitch_error_cents(audio, audio, 22050, model="tiny", hop_16k=160))
+            emit(dict(part="cmaes_targets", pool=pool, voiced=int(has_pitch.sum()),
+                      kept=min(int(has_pitch.sum()), cfg.cmaes_targets)), cfg)
+            targets = targets[has_pitch][:cfg.cmaes_targets]
+    else:
+        mask = PR.module_mask(cfg.cmaes_modules)
+        targets = np.asarray(PR.sample_params01(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1), mask,
+                                                shape=(cfg.cmaes_targets,)))
+    return np.asarray(targets, np.float32), np.flatnonzero(np.asarray(PR.param_mask(mask)))
+
+
 def bench_cmaes(cfg: BenchConfig) -> None:
+    """CMA-ES per target at equal render budget, one run per fitness arm (``cfg.cmaes_arms``)."""
     from evosax.algorithms import CMA_ES
 
-    scfg = SynthConfig()
-    fcfg = F.FeatureConfig()
-    pcfg = P.PerceptualConfig(model="tiny", hop_16k=cfg.hop_16k)
+    scfg = SynthConfig(duration_s=cfg.cmaes_duration_s)
+    fcfg = F.FeatureConfig(duration_s=cfg.cmaes_duration_s)
+    pcfg = P.PerceptualConfig(model="tiny", hop_16k=cfg.hop_16k, embedding_layer=cfg.embedding_layer)
     weights = C.load_weights("tiny")
-    mask = PR.module_mask(cfg.cmaes_modules)
-    free = np.flatnonzero(np.asarray(PR.param_mask(mask)))
     key = jax.random.PRNGKey(cfg.seed)
-    targets01 = PR.sample_params01(jax.random.fold_in(key, 1), mask, shape=(cfg.cmaes_targets,))
+    targets01, free = cmaes_targets(cfg)
+    n_targets = targets01.shape[0]
     render_keys = lambda b: jax.random.split(jax.random.PRNGKey(7), b)  # noqa: E731
-    target_audio = render_batch(targets01, render_keys(cfg.cmaes_targets), scfg)
+    target_audio = render_batch(jnp.asarray(targets01), render_keys(n_targets), scfg)
     target_f = jax.jit(lambda a: F.analyze(a, fcfg))(target_audio)
     target_p = P._analyze_jit(target_audio, weights, pcfg)
     base = jnp.asarray(PR.DEFAULT_PARAMS01)
@@ -212,14 +250,13 @@ def bench_cmaes(cfg: BenchConfig) -> None:
     gens = cfg.cmaes_budget // pop
     es = CMA_ES(population_size=pop, solution=jnp.zeros(free.size))
 
-    def fitness(x, tf, tp, pitch_weight):
+    def fitness(x, tf, tp, lw):
         p01 = jnp.clip(x, 0.0, 1.0)
         full = jnp.broadcast_to(base, (pop, base.size)).at[:, free].set(p01)
         audio = render_batch(PR.snap(full), render_keys(pop), scfg)
-        lw = L.LossWeights(pitch_posterior_cents=pitch_weight)
         pf = F.analyze(audio, fcfg)
         tfb = jax.tree.map(lambda a: jnp.broadcast_to(a, (pop, *a.shape)), tf)
-        if pitch_weight:
+        if lw.crepe_embedding or lw.pitch_posterior_cents:
             pp = P.analyze(audio, weights, pcfg)
             tpb = jax.tree.map(lambda a: jnp.broadcast_to(a, (pop, *a.shape)), tp)
             terms = L.matching_loss(pf, tfb, lw, pp, tpb, pcfg)
@@ -227,22 +264,27 @@ def bench_cmaes(cfg: BenchConfig) -> None:
             terms = L.matching_loss(pf, tfb, lw)
         return terms.total + 1e2 * jnp.sum(jnp.square(x - p01), axis=-1)
 
-    for pitch_weight in (0.0, cfg.pitch_weight):
+    per_arm = {}
+    for arm in cfg.cmaes_arms:
+        emb_on, pitch_on = ARMS[arm]
+        lw = L.LossWeights(crepe_embedding=emb_on * cfg.embedding_weight,
+                           pitch_posterior_cents=pitch_on * cfg.pitch_weight)
+
         @jax.jit
         def generation(k, state, params, tf, tp):
             k1, k2 = jax.random.split(k)
             x, state = es.ask(k1, state, params)
-            fit = fitness(x, tf, tp, pitch_weight)
+            fit = fitness(x, tf, tp, lw)
             state, _ = es.tell(k2, x, fit, state, params)
             return state, x[jnp.argmin(fit)], jnp.min(fit)
 
         t0 = time.perf_counter()
         bests = []
-        for ti in range(cfg.cmaes_targets):
+        for ti in range(n_targets):
             tf = jax.tree.map(lambda a: a[ti], target_f)
             tp = jax.tree.map(lambda a: a[ti], target_p)
             params = es.default_params.replace(std_init=0.3)
-            k = jax.random.fold_in(key, 100 + ti)
+            k = jax.random.fold_in(key, 100 + ti)  # same CMA-ES seed per target in every arm
             state = es.init(k, jnp.full(free.size, 0.5), params)
             best_x, best_fit = None, np.inf
             for g in range(gens):
@@ -251,15 +293,31 @@ def bench_cmaes(cfg: BenchConfig) -> None:
                     best_fit, best_x = float(fit), np.asarray(x)
             bests.append(np.clip(best_x, 0, 1))
         elapsed = time.perf_counter() - t0
-        full = np.broadcast_to(np.asarray(base), (cfg.cmaes_targets, base.size)).copy()
+        full = np.broadcast_to(np.asarray(base), (n_targets, base.size)).copy()
         full[:, free] = np.stack(bests)
-        audio = render_batch(PR.snap(jnp.asarray(full)), render_keys(cfg.cmaes_targets), scfg)
+        audio = render_batch(PR.snap(jnp.asarray(full)), render_keys(n_targets), scfg)
         mr = np.asarray(L.matching_loss_audio(audio, target_audio, fcfg).mrstft)
         pe = P.pitch_error_cents(np.asarray(audio), np.asarray(target_audio), 22050, model="tiny", hop_16k=160)
-        emit(dict(part="cmaes", pitch_weight=pitch_weight, targets=cfg.cmaes_targets, budget=gens * pop,
-                  population=pop, modules=list(cfg.cmaes_modules), seconds=elapsed,
+        per_arm[arm] = (pe, mr)
+        emit(dict(part="cmaes", arm=arm, crepe_embedding_weight=lw.crepe_embedding,
+                  pitch_weight=lw.pitch_posterior_cents, embedding_layer=cfg.embedding_layer,
+                  targets=n_targets, stage=cfg.cmaes_stage, free_params=int(free.size),
+                  duration_s=cfg.cmaes_duration_s, budget=gens * pop, population=pop, seconds=elapsed,
                   pitch_error_cents=pe.round(1).tolist(), pitch_error_median=float(np.nanmedian(pe)),
-                  mrstft=mr.round(3).tolist(), mrstft_median=float(np.median(mr))), cfg)
+                  pitch_error_iqr=iqr(pe), unvoiced_targets=int(np.isnan(pe).sum()),
+                  mrstft=mr.round(3).tolist(), mrstft_median=float(np.median(mr)), mrstft_iqr=iqr(mr)), cfg)
+    if "d3" in per_arm:  # paired comparison against the plain D3 fitness, per target
+        pe0, mr0 = per_arm["d3"]
+        for arm, (pe, mr) in per_arm.items():
+            if arm == "d3":
+                continue
+            voiced = np.isfinite(pe) & np.isfinite(pe0)
+            emit(dict(part="cmaes_paired", arm=arm, versus="d3", voiced_targets=int(voiced.sum()),
+                      pitch_better=int((pe[voiced] < pe0[voiced]).sum()),
+                      pitch_worse=int((pe[voiced] > pe0[voiced]).sum()),
+                      pitch_error_diff_median=float(np.median(pe[voiced] - pe0[voiced])) if voiced.any() else None,
+                      mrstft_better=int((mr < mr0).sum()), mrstft_worse=int((mr > mr0).sum()),
+                      mrstft_diff_median=float(np.median(mr - mr0))), cfg)
 
 
 def parse_args(argv=None) -> BenchConfig:
@@ -274,7 +332,18 @@ def parse_args(argv=None) -> BenchConfig:
     ap.add_argument("--cmaes-targets", type=int, default=4)
     ap.add_argument("--cmaes-budget", type=int, default=384)
     ap.add_argument("--cmaes-population", type=int, default=16)
+    ap.add_argument("--cmaes-stage", type=int, default=1,
+                    help="curriculum stage whose held-out presets are the targets (its modules are free); "
+                         "-1: random presets of --cmaes-modules")
+    ap.add_argument("--cmaes-modules", nargs="+", default=["osc1", "osc2", "filter"])
+    ap.add_argument("--cmaes-duration-s", type=float, default=0.25)
+    ap.add_argument("--cmaes-arms", nargs="+", default=["d3", "pitch"], choices=sorted(ARMS))
+    ap.add_argument("--all-targets", action="store_true",
+                    help="keep held-out targets without any voiced frame (default: drop them, since "
+                         "pitch error is undefined there; the first --cmaes-targets voiced ones of a 4x pool)")
     ap.add_argument("--pitch-weight", type=float, default=0.01)
+    ap.add_argument("--embedding-weight", type=float, default=1.0)
+    ap.add_argument("--embedding-layer", type=int, default=5)
     ap.add_argument("--parts", nargs="+", default=["ingraph", "worker", "cmaes"],
                     choices=["ingraph", "worker", "cmaes"])
     ap.add_argument("--out", default=None, help="append JSON lines here")
@@ -286,6 +355,10 @@ def parse_args(argv=None) -> BenchConfig:
                        hop_16k=a.hop_16k, repeats=a.repeats, worker_batch=a.worker_batch,
                        cmaes_targets=a.cmaes_targets, cmaes_budget=a.cmaes_budget,
                        cmaes_population=a.cmaes_population, pitch_weight=a.pitch_weight,
+                       cmaes_stage=a.cmaes_stage, cmaes_modules=tuple(a.cmaes_modules),
+                       cmaes_duration_s=a.cmaes_duration_s, cmaes_arms=tuple(a.cmaes_arms),
+                       cmaes_voiced_only=not a.all_targets,
+                       embedding_weight=a.embedding_weight, embedding_layer=a.embedding_layer,
                        parts=tuple(a.parts), out=a.out, seed=a.seed)
 
 
