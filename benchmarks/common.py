@@ -9,6 +9,7 @@ steal the cores (wall / CPU ratios far below the core count mean contention).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -24,6 +25,23 @@ import numpy as np
 RESULTS_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
+def load_avg() -> list[float]:
+    """1/5/15-minute load average (NaN where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return [float("nan")] * 3
+
+
+def load_note(load: list[float], cores: int | None = None) -> str:
+    """A label for a figure taken at this load: 'quiet' or how shared the machine was."""
+    cores = cores or os.cpu_count() or 1
+    if load[0] <= 0.5 * cores:
+        return f"quiet machine (load {load[0]:.2f} on {cores} cores)"
+    return (f"SHARED machine (load {load[0]:.2f} on {cores} cores): absolute figures are too low, "
+            "compare rows of the same run only")
+
+
 def metadata(argv: list[str] | None = None, script: str | None = None) -> dict:
     """Device, versions, date, command and load average of this run."""
     import jaxlib
@@ -31,17 +49,14 @@ def metadata(argv: list[str] | None = None, script: str | None = None) -> dict:
     device = jax.devices()[0]
     argv = sys.argv[1:] if argv is None else argv
     script = script or os.path.relpath(sys.argv[0], os.path.dirname(os.path.dirname(RESULTS_MD)))
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
+    load = load_avg()
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command=" ".join(["python", script] + list(argv)),
         device=f"{device.platform.upper()} ({device.device_kind})",
         cpu=_cpu_name(), cores=os.cpu_count(),
         jax=jax.__version__, jaxlib=jaxlib.__version__, numpy=np.__version__,
-        python=platform.python_version(), load_avg=[round(x, 2) for x in load])
+        python=platform.python_version(), load_avg=load)
 
 
 def _cpu_name() -> str:
@@ -55,10 +70,13 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def metadata_lines(meta: dict) -> str:
+def metadata_lines(meta: dict, load_end: list[float] | None = None) -> str:
+    """The Markdown bullet lines every RESULTS.md section starts with."""
+    end = f", at end {load_end}" if load_end else ""
     return (f"- date: {meta['date']}; command: `{meta['command']}`\n"
             f"- device: {meta['device']}; CPU: {meta['cpu']}, {meta['cores']} cores visible; "
-            f"load average at start {meta['load_avg']}\n"
+            f"load average at start {meta['load_avg']}{end}: "
+            f"{load_note(max([meta['load_avg'], load_end or [0.0]], key=lambda x: x[0]), meta['cores'])}\n"
             f"- versions: jax {meta['jax']}, jaxlib {meta['jaxlib']}, numpy {meta['numpy']}, "
             f"Python {meta['python']}\n")
 
@@ -92,9 +110,24 @@ def compile_jit(jitted, *args, **kwargs):
     return compiled, seconds, peak
 
 
+def device_peak_bytes() -> int | None:
+    """Peak device memory where the backend reports it (GPU/TPU); None on CPU."""
+    stats = jax.devices()[0].memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
 def max_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON atomically (temp file, then rename): a run killed mid-write keeps
+    the previous file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
 
 
 def write_sections(sections: dict[str, str], path: str = RESULTS_MD) -> None:

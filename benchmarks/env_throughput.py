@@ -13,6 +13,7 @@ time and size are reported too).
     python benchmarks/env_throughput.py                         # print a Markdown table
     python benchmarks/env_throughput.py --json out.json         # also write the rows as JSON
     python benchmarks/env_throughput.py --write-results         # also write RESULTS.md
+    python benchmarks/env_throughput.py --quick                 # smoke run (1 and 16 envs)
     python benchmarks/env_throughput.py --calibrate             # curriculum threshold calibration
 
 ``--calibrate`` prints the median matching loss of held-out presets against the default start
@@ -23,13 +24,7 @@ and against N(0, sigma)-perturbed copies of themselves, per stage: the figures b
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import re
-import resource
-import statistics
 import sys
 import time
 
@@ -42,20 +37,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agents import curriculum as C  # noqa: E402
 from agents import env as E  # noqa: E402
 from agents import target_bank as TB  # noqa: E402
+from benchmarks.common import (RESULTS_MD, compile_jit, device_peak_bytes, load_avg,  # noqa: E402
+                               max_rss_mb, metadata, metadata_lines, time_calls, write_json,
+                               write_sections)
 from jaxsynth import params as P  # noqa: E402
 from jaxsynth.features import FeatureConfig  # noqa: E402
 from jaxsynth.losses import matching_loss  # noqa: E402
 from jaxsynth.synth import SynthConfig  # noqa: E402
 
 SECTION = "## Environment throughput"
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover
-        return "n/a"
 
 
 def make_rollout(env: E.SynthMatchEnv, n_envs: int, k_steps: int):
@@ -77,38 +67,24 @@ def make_rollout(env: E.SynthMatchEnv, n_envs: int, k_steps: int):
     return jax.jit(rollout)
 
 
-def device_peak_bytes() -> int | None:
-    stats = jax.devices()[0].memory_stats()
-    return None if not stats else stats.get("peak_bytes_in_use")
-
-
 def time_envs(env: E.SynthMatchEnv, params: E.EnvParams, n_envs: int, k_steps: int, reps: int) -> dict:
+    """Compile (apart), warm up, then the median of ``reps`` calls of ``k_steps`` env steps."""
     key = jax.random.key(n_envs)
     _, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(jax.random.split(key, n_envs), params)
-    fn = make_rollout(env, n_envs, k_steps)
     load_before = load_avg()
-    t0 = time.perf_counter()
-    compiled = fn.lower(key, state, params).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s, peak = compile_jit(make_rollout(env, n_envs, k_steps), key, state, params)
     mem = compiled.memory_analysis()
-    jax.block_until_ready(compiled(key, state, params))  # warm-up
-    times = []
-    for r in range(reps):
-        t0 = time.perf_counter()
-        out = compiled(jax.random.fold_in(key, r), state, params)
-        jax.block_until_ready(out)
-        times.append(time.perf_counter() - t0)
-    call_s = statistics.median(times)
+    timing = time_calls(lambda: compiled(key, state, params), reps)
     steps = n_envs * k_steps
-    audio_s = steps * env.config.synth.duration_s
-    return dict(n_envs=n_envs, k_steps=k_steps, reps=reps, compile_s=compile_s, call_s=call_s,
-                step_ms=1e3 * call_s / k_steps, env_steps_per_s=steps / call_s,
-                x_realtime=audio_s / call_s,
-                xla_temp_bytes=getattr(mem, "temp_size_in_bytes", None),
+    return dict(n_envs=n_envs, k_steps=k_steps, reps=reps, compile_s=compile_s, call_s=timing["step_s"],
+                cpu_s=timing["cpu_s"], step_ms=1e3 * timing["step_s"] / k_steps,
+                env_steps_per_s=steps / timing["step_s"],
+                x_realtime=steps * env.config.synth.duration_s / timing["step_s"],
+                xla_peak_bytes=peak, xla_temp_bytes=getattr(mem, "temp_size_in_bytes", None),
                 xla_argument_bytes=getattr(mem, "argument_size_in_bytes", None),
                 xla_output_bytes=getattr(mem, "output_size_in_bytes", None),
                 device_peak_bytes=device_peak_bytes(),
-                host_max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                host_max_rss_bytes=int(max_rss_mb() * 2**20),
                 load_avg_before=load_before, load_avg_after=load_avg())
 
 
@@ -117,27 +93,15 @@ def mb(x) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| envs | K steps/call | compile (s) | step (ms) | env steps/s | x realtime | XLA temp (MB) "
-             "| device peak (MB) | host max RSS (MB) | load avg (1/5/15 min) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| envs | K steps/call | compile (s) | step (ms) | CPU / wall | env steps/s | x realtime "
+             "| XLA temp (MB) | device peak (MB) | host max RSS (MB) | load avg (1/5/15 min) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         lines.append(f"| {r['n_envs']} | {r['k_steps']} | {r['compile_s']:.1f} | {r['step_ms']:,.1f} "
-                     f"| {r['env_steps_per_s']:,.0f} | {r['x_realtime']:,.0f} | {mb(r['xla_temp_bytes'])} "
-                     f"| {mb(r['device_peak_bytes'])} | {mb(r['host_max_rss_bytes'])} | {r['load_avg_after']} |")
+                     f"| {r['cpu_s'] / r['call_s']:.2f} | {r['env_steps_per_s']:,.0f} | {r['x_realtime']:,.0f} "
+                     f"| {mb(r['xla_temp_bytes'])} | {mb(r['device_peak_bytes'])} "
+                     f"| {mb(r['host_max_rss_bytes'])} | {' '.join(map(str, r['load_avg_after']))} |")
     return "\n".join(lines)
-
-
-def write_section(text: str, path: str = RESULTS) -> None:
-    """Replace our section of RESULTS.md (or append it); re-reads the file right before writing."""
-    current = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = text.rstrip() + "\n\n"
-    updated = pattern.sub(lambda _: block, current, count=1) if pattern.search(current) else (
-        current.rstrip() + "\n\n" + block)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(updated.rstrip() + "\n")
-    os.replace(tmp, path)
 
 
 def calibrate(config: E.EnvConfig, seed: int, n: int, sigmas: tuple[float, ...]) -> list[dict]:
@@ -166,7 +130,7 @@ def calibrate(config: E.EnvConfig, seed: int, n: int, sigmas: tuple[float, ...])
     return rows
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict | list:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 64, 256, 1024, 4096])
     parser.add_argument("--steps-per-call", type=int, default=0,
@@ -177,80 +141,73 @@ def main(argv=None) -> None:
     parser.add_argument("--sample-rate", type=int, default=22050)
     parser.add_argument("--duration-s", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: envs 1 and 16, bank 8, 2 steps per call, 2 reps")
     parser.add_argument("--json", metavar="PATH", help="write the rows (and the setup) as JSON")
+    parser.add_argument("--results-md", default=RESULTS_MD, help="the RESULTS.md to write")
     parser.add_argument("--write-results", action="store_true",
-                        help=f"write the table to the '{SECTION}' section of {RESULTS}")
+                        help=f"write the table to the '{SECTION}' section of benchmarks/RESULTS.md")
     parser.add_argument("--calibrate", action="store_true",
                         help="print the curriculum threshold calibration instead of timing")
     parser.add_argument("--calibrate-n", type=int, default=32)
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.envs) or args.reps < 1 or args.steps_per_call < 0:
-        parser.error("--envs and --reps must be >= 1, --steps-per-call >= 0")
+    if args.quick:
+        args.envs, args.bank_size, args.steps_per_call, args.reps = [1, 16], 8, 2, 2
+    if any(n < 1 for n in args.envs) or args.reps < 1 or args.steps_per_call < 0 or args.bank_size < 1:
+        parser.error("--envs, --reps and --bank-size must be >= 1, --steps-per-call >= 0")
 
     config = E.EnvConfig(
         synth=SynthConfig(sample_rate=args.sample_rate, duration_s=args.duration_s),
         features=FeatureConfig(sample_rate=args.sample_rate, duration_s=args.duration_s),
-        bank_size=args.bank_size, init=args.init)
+        bank_size=args.bank_size, init=args.init, build_chunk=min(E.EnvConfig.build_chunk, args.bank_size))
     if args.calibrate:
         rows = calibrate(config, args.seed, args.calibrate_n, (0.02, 0.05, 0.1, 0.2))
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=2)
-        return
+            write_json(args.json, rows)
+        return rows
 
+    meta = metadata(sys.argv[1:] if argv is None else argv, "benchmarks/env_throughput.py")
     env = E.SynthMatchEnv(config)
     t0 = time.perf_counter()
-    bank = TB.build_bank(jax.random.key(args.seed), config)
-    jax.block_until_ready(bank)
+    bank = jax.block_until_ready(TB.build_bank(jax.random.key(args.seed), config))
     build_s = time.perf_counter() - t0
     params = env.make_params(bank, stage=0)
-    setup = dict(bank_build_s=build_s, bank_bytes=TB.bank_bytes(bank),
-                 bytes_per_target=TB.bytes_per_target(config), bank_size=args.bank_size,
-                 n_stages=C.N_STAGES, init=args.init, sample_rate=args.sample_rate,
-                 duration_s=args.duration_s, obs_dim=env.observation_size,
-                 device=str(jax.devices()[0]), jax=jax.__version__, cpu_count=os.cpu_count(),
-                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"))
-    print(f"bank: {C.N_STAGES} x {args.bank_size} targets, {setup['bank_bytes'] / 2**20:.0f} MB "
-          f"({setup['bytes_per_target'] / 1e3:.0f} KB/target), built in {build_s:.1f} s (load {load_avg()})",
+    meta.update(bank_build_s=build_s, bank_bytes=TB.bank_bytes(bank),
+                bytes_per_target=TB.bytes_per_target(config), bank_size=args.bank_size,
+                n_stages=C.N_STAGES, init=args.init, sample_rate=args.sample_rate,
+                duration_s=args.duration_s, obs_dim=env.observation_size)
+    print(f"bank: {C.N_STAGES} x {args.bank_size} targets, {meta['bank_bytes'] / 2**20:.0f} MB "
+          f"({meta['bytes_per_target'] / 1e3:.0f} KB/target), built in {build_s:.1f} s (load {load_avg()})",
           flush=True)
 
     rows = []
     for n in args.envs:
         k = args.steps_per_call or (16 if n <= 256 else 4 if n <= 1024 else 1)
         row = time_envs(env, params, n, k, args.reps)
+        row["batch"] = n  # the common key run_all plots against
         rows.append(row)
         print(f"{n:5d} envs x {k:2d} steps: {row['step_ms']:10.1f} ms/step  {row['env_steps_per_s']:9.0f} "
               f"steps/s  compile {row['compile_s']:.1f} s  XLA temp {mb(row['xla_temp_bytes'])} MB  "
               f"load {row['load_avg_after']}", flush=True)
-        if args.json:  # rewrite after every row, so a long run that is killed keeps what it had
-            tmp = args.json + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(dict(setup=setup, rows=rows), f, indent=2)
-            os.replace(tmp, args.json)
+        if args.json:  # rewritten after every row, so a long run that is killed keeps what it had
+            write_json(args.json, dict(setup=meta, rows=rows))
 
-    device = jax.devices()[0]
-    command = "python benchmarks/env_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"{SECTION}\n\n"
               f"Full env step (render + features + matching loss + reward + auto-reset) of "
               f"`jax.vmap(SynthMatchEnv.step)` inside a jitted `lax.scan` of K steps with random actions; "
               f"{args.duration_s} s clips at {args.sample_rate} Hz, default analysis (log-mel 64 x "
               f"{config.num_frames}, MR-STFT {list(config.features.mrstft_fft_sizes)}), obs dim "
               f"{env.observation_size}; median of {args.reps} calls after a warm-up, compile time apart. "
+              f"CPU / wall = process CPU seconds per wall second (about the cores this process got). "
               f"Target bank: {C.N_STAGES} stages x {args.bank_size} targets = "
-              f"{setup['bank_bytes'] / 2**20:.0f} MB ({setup['bytes_per_target'] / 1e3:.0f} KB per target), "
-              f"built in {build_s:.1f} s.\n\n"
-              f"- date: {setup['date']}\n"
-              f"- machine: {platform.machine()} {device.platform.upper()} ({device.device_kind}), "
-              f"{os.cpu_count()} cores visible, {platform.system()}\n"
-              f"- versions: jax {jax.__version__}, numpy {np.__version__}, Python {platform.python_version()}\n"
-              f"- command: `{command.strip()}`\n")
+              f"{meta['bank_bytes'] / 2**20:.0f} MB ({meta['bytes_per_target'] / 1e3:.0f} KB per target), "
+              f"built in {build_s:.1f} s.\n\n" + metadata_lines(meta, load_avg()))
     table = markdown_table(rows)
-    print()
-    print(header)
-    print(table)
+    print("\n" + header + "\n" + table)
     if args.write_results:
-        write_section(header + "\n" + table + "\n")
-        print(f"\nwrote section '{SECTION}' to {RESULTS}")
+        write_sections({SECTION: header + "\n" + table}, args.results_md)
+        print(f"\nwrote section '{SECTION}' to benchmarks/RESULTS.md")
+    return dict(setup=meta, rows=rows)
 
 
 if __name__ == "__main__":

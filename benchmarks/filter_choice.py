@@ -26,12 +26,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxsynth.filters import svf, svf_associative, svf_g  # noqa: E402
+from benchmarks.common import compile_jit, load_avg, metadata, time_calls, write_json  # noqa: E402
+from jaxsynth.filters import svf, svf_associative, svf_g, svf_tick  # noqa: E402
 from jaxsynth.modulation import interpolate_control  # noqa: E402
 
 
@@ -54,18 +51,12 @@ class Config:
 
 
 def svf_scan_unrolled(x, g, k, mix, unroll: int = 8):
-    """``filters.svf`` with a partially unrolled loop (same step, same numerics)."""
+    """``filters.svf`` with a partially unrolled loop (the same ``svf_tick``, same numerics)."""
     w_lp, w_bp, w_hp = mix[:, 0], mix[:, 1] * k, mix[:, 2]
 
     def step(state, inputs):
-        s1, s2 = state
-        xn, gn = inputs
-        hp = (xn - (gn + k) * s1 - s2) / (1.0 + gn * (gn + k))
-        v1 = gn * hp
-        bp = v1 + s1
-        v2 = gn * bp
-        lp = v2 + s2
-        return (bp + v1, lp + v2), w_lp * lp + w_bp * bp + w_hp * hp
+        state, (lp, bp, hp) = svf_tick(state, *inputs, k)
+        return state, w_lp * lp + w_bp * bp + w_hp * hp
 
     zero = jnp.zeros(x.shape[1:], x.dtype)
     return jax.lax.scan(step, (zero, zero), (x, g), unroll=unroll)[1]
@@ -127,16 +118,10 @@ def variant_call(name: str, inp):
 
 
 def time_call(fn, args, repeats: int) -> tuple[float, float, jax.Array]:
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    out = jax.block_until_ready(compiled(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return compile_s, statistics.median(times), out
+    """(compile seconds, median steady-state seconds, output) via benchmarks.common."""
+    compiled, compile_s, _ = compile_jit(fn, *args)
+    out = jax.block_until_ready(compiled(*args))
+    return compile_s, time_calls(lambda: compiled(*args), repeats)["step_s"], out
 
 
 def run(cfg: Config) -> list[dict]:
@@ -158,7 +143,8 @@ def run(cfg: Config) -> list[dict]:
                 r = ref
             dev = float(np.max(np.abs(np.asarray(out) - r)) / np.max(np.abs(r)))
             row = dict(variant=name, batch=batch, compile_s=compile_s, step_s=step_s,
-                       x_realtime=batch * cfg.duration_s / step_s, max_rel_dev_vs_scan=dev)
+                       x_realtime=batch * cfg.duration_s / step_s, max_rel_dev_vs_scan=dev,
+                       load_avg=load_avg())
             rows.append(row)
             print(f"{name:>13} batch {batch:>5}: compile {compile_s:6.2f} s, step {step_s * 1e3:9.1f} ms, "
                   f"{row['x_realtime']:9.0f} x realtime, max dev vs scan {dev:.1e}", flush=True)
@@ -174,17 +160,12 @@ def main(argv=None) -> None:
     ap.add_argument("--json", metavar="OUT", help="also write the rows and machine info as JSON")
     a = ap.parse_args(argv)
     cfg = Config(batches=tuple(a.batches), repeats=a.repeats, variants=tuple(a.variants))
-    info = dict(jax=jax.__version__, device=str(jax.devices()[0].device_kind),
-                cpus=os.cpu_count(), machine=platform.machine(),
-                load_avg=os.getloadavg(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    info = metadata(argv, "benchmarks/filter_choice.py")
     print(info, flush=True)
     rows = run(cfg)
-    info["load_avg_after"] = os.getloadavg()
+    info["load_avg_after"] = load_avg()
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(config=dataclasses.asdict(cfg), machine=info, rows=rows), f, indent=2)
-        os.replace(tmp, a.json)
+        write_json(a.json, dict(config=dataclasses.asdict(cfg), machine=info, rows=rows))
 
 
 if __name__ == "__main__":

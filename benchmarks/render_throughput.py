@@ -46,8 +46,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (compile_jit, max_rss_mb, metadata, metadata_lines,  # noqa: E402
-                               time_calls, write_sections)
+from benchmarks.common import (RESULTS_MD, compile_jit, load_avg, max_rss_mb, metadata,  # noqa: E402
+                               metadata_lines, time_calls, write_json, write_sections)
 from jaxsynth import features as F  # noqa: E402
 from jaxsynth import losses as L  # noqa: E402
 from jaxsynth import params as P  # noqa: E402
@@ -219,7 +219,7 @@ def finish(row: dict, batch: int, cfg: SynthConfig) -> dict:
     row.update(batch=batch, sample_rate=cfg.sample_rate, duration_s=cfg.duration_s,
                x_realtime=audio_s / row["step_s"], samples_per_s=batch * cfg.num_samples / row["step_s"],
                x_realtime_cpu=audio_s / row["cpu_s"] if row["cpu_s"] > 0 else None,
-               max_rss_mb=max_rss_mb())
+               max_rss_mb=max_rss_mb(), load_avg=load_avg())
     return row
 
 
@@ -229,14 +229,15 @@ def fmt_bytes(b) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| sample rate | batch | system | mode | compile (s) | step (ms, median) | CPU (ms) "
-             "| x realtime | x rt per CPU-s | samples/s | XLA peak (MiB) | max RSS (MiB) |",
-             "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| x realtime | x rt per CPU-s | samples/s | XLA peak (MiB) | max RSS (MiB) | load (1 min) |",
+             "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(
             f"| {r['sample_rate']} | {r['batch']} | {r['system']} | {r['mode']} | {r['compile_s']:.2f} "
             f"| {1e3 * r['step_s']:,.1f} | {1e3 * r['cpu_s']:,.1f} | {r['x_realtime']:,.0f} "
             f"| {r['x_realtime_cpu'] or float('nan'):,.0f} "
-            f"| {r['samples_per_s']:,.3g} | {fmt_bytes(r['peak_bytes'])} | {r['max_rss_mb']:,.0f} |")
+            f"| {r['samples_per_s']:,.3g} | {fmt_bytes(r['peak_bytes'])} | {r['max_rss_mb']:,.0f} "
+            f"| {r.get('load_avg', [float('nan')])[0]:.2f} |")
     return "\n".join(lines)
 
 
@@ -272,6 +273,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batches 1 and 64 at 22.05 kHz, 3 reps")
     parser.add_argument("--json", metavar="PATH", help="write setup and rows as JSON (after every row)")
+    parser.add_argument("--results-md", default=RESULTS_MD, help="the RESULTS.md to write")
     parser.add_argument("--from-json", metavar="PATH",
                         help="do not measure: print (and with --write-results write) the tables of a saved run")
     parser.add_argument("--write-results", action="store_true",
@@ -301,10 +303,7 @@ def main(argv=None) -> dict:
               f" {1e3 * row['step_s']:10.1f} ms  {row['x_realtime']:9,.0f}x rt"
               f"  (compile {row['compile_s']:.2f} s, CPU {1e3 * row['cpu_s']:.0f} ms)", flush=True)
         if args.json:
-            tmp = args.json + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(dict(setup=meta, rows=rows), f, indent=2)
-            os.replace(tmp, args.json)
+            write_json(args.json, dict(setup=meta, rows=rows))
 
     for sr in args.sample_rates:
         cfg = SynthConfig(sample_rate=sr, duration_s=args.duration_s)
@@ -326,12 +325,13 @@ def main(argv=None) -> dict:
     print("\n" + table(main_rows) + "\n\n" + ratios(rows))
     if floor_rows:
         print("\n" + table(floor_rows))
+    load_end = rows[-1].get("load_avg") if rows else None
     if args.write_results:
         peers = "; ".join(f"{k} {meta['peer_versions'].get(k, '')}: {v}" for k, v in status.items())
         head = (f"Median of {args.reps} calls after a warm-up, {args.duration_s} s clips, compile apart; "
                 f"jaxsynth at random presets with every module active. Peers: {peers}. What each "
                 "system computes: see the docstring of benchmarks/render_throughput.py.\n\n"
-                + metadata_lines(meta))
+                + metadata_lines(meta, load_end))
         sections = {"## Render throughput": "## Render throughput\n\n" + head + "\n" + table(main_rows)
                     + "\n\nOur render x-realtime over each peer's (same batch, length, sample rate, "
                     "same run); in brackets the ratio of process CPU time per batch, the fairer "
@@ -343,9 +343,9 @@ def main(argv=None) -> dict:
                 "B x T float32 into a preallocated array, `jax-materialize` is a jitted zeros+1 "
                 "of (B, T) (XLA allocates the output each call), `stft-only` is just the STFTs "
                 "that `features.analyze` takes (features' n_fft/hop plus the MR-STFT sizes).\n\n"
-                + metadata_lines(meta) + "\n" + table(floor_rows))
-        write_sections(sections)
-        print("\nwrote", ", ".join(sections), "to benchmarks/RESULTS.md")
+                + metadata_lines(meta, load_end) + "\n" + table(floor_rows))
+        write_sections(sections, args.results_md)
+        print("\nwrote", ", ".join(sections), "to", args.results_md)
     return dict(setup=meta, rows=rows)
 
 

@@ -1,25 +1,33 @@
-"""Run the benchmark suite and collect it: benchmarks/results.json and a PNG plot.
+"""Run the benchmark suite with one command: RESULTS.md sections, benchmarks/results.json and
+a PNG plot of throughput vs batch size.
 
-Runs each benchmark script that exists, as a subprocess with this interpreter, asking each for
-JSON and (with --write-results) for its RESULTS.md section:
+Runs each benchmark script as a subprocess with this interpreter (so one failing or running
+out of memory does not take the others down), each writing its JSON and its RESULTS.md
+section(s):
 
-* render_throughput.py (render, render + features, render + features + loss, peers, floors)
-* features_throughput.py (feature/loss variants; Markdown only, its table is parsed back)
-* env_throughput.py, train_throughput.py (when present: written by other parts of the project)
+* render_throughput.py: render, render + features, render + features + loss, side by side with
+  torchsynth / SynthAX when installed (``pip install -e .[bench]``), floors
+  ("## Render throughput", "## Floors");
+* features_throughput.py: feature/loss variants incl. bfloat16 ("## Features and losses");
+* env_throughput.py: env steps/s by number of envs ("## Environment throughput");
+* train_throughput.py: fused vs host-loop SAC training ("## Fusion speed-up (training)");
 
-then merges every JSON into ``benchmarks/results.json`` ({script: {setup, rows, returncode}})
-and plots x-realtime (audio seconds per second) against batch size to
-``benchmarks/throughput.png``. A script that fails is recorded with its return code and the
-tail of its output; the others still run.
+then merges the JSON into ``results.json`` ({"_suite": {setup}, script: {setup, rows,
+returncode, command}}), plots x-realtime (audio seconds per wall second) against batch size
+into ``throughput.png`` and writes a headline summary ("## Suite summary") to RESULTS.md. A
+script that fails is recorded with its return code and the tail of its output; the others
+still run, and run_all exits 1.
 
-    python benchmarks/run_all.py              # full suite (long on a 2-core CPU)
-    python benchmarks/run_all.py --quick      # small batches: a smoke run in a few minutes
+    python benchmarks/run_all.py            # full suite (about 1 h on a quiet 2-core CPU)
+    python benchmarks/run_all.py --quick    # small sizes: every script in a few minutes
+    python benchmarks/run_all.py --smoke --only render_throughput.py   # seconds: plumbing check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,90 +35,86 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+SCRIPTS = ("render_throughput.py", "features_throughput.py", "env_throughput.py", "train_throughput.py")
+SUMMARY = "## Suite summary"
 
 
-def suite(quick: bool, write_results: bool) -> dict[str, list[str]]:
-    """Script -> extra arguments; '{json}' is replaced by a temp file path."""
-    w = ["--write-results"] if write_results else []
-    render = ["--quick"] if quick else []
-    env = ["--envs", "1", "64"] if quick else []
-    feats = ["--batches", "1", "64", "--variants", "shared-fft", "--reps", "3"] if quick else []
+SMOKE = {  # seconds per script: what tests/test_benchmarks.py runs
+    "render_throughput.py": ["--batches", "2", "--sample-rates", "22050", "--duration-s", "0.1",
+                             "--modes", "render", "render+features+loss", "--peers", "none", "--reps", "2"],
+    "features_throughput.py": ["--batches", "2", "--variants", "shared-fft", "bf16-fft", "--duration-s", "0.1",
+                               "--reps", "2"],
+    "env_throughput.py": ["--quick", "--envs", "2", "--duration-s", "0.1"],
+    "train_throughput.py": ["--quick"],
+}
+
+
+def suite(size: str) -> dict[str, list[str]]:
+    """Script -> its size arguments for ``size`` in full / quick / smoke."""
+    if size == "smoke":
+        return dict(SMOKE)
+    if size == "quick":
+        return {name: ["--quick"] for name in SCRIPTS}
     return {
-        "render_throughput.py": render + ["--json", "{json}"] + w,
-        "features_throughput.py": feats + (["--append-results"] if write_results else []),
-        "env_throughput.py": env + ["--json", "{json}"] + w,
-        "train_throughput.py": (["--quick"] if quick else []) + ["--json", "{json}"] + w,
+        "render_throughput.py": ["--batches", "1", "64", "256", "1024", "4096", "--sample-rates", "22050",
+                                 "44100", "--feature-max-batch", "1024", "--reps", "3"],
+        "features_throughput.py": ["--batches", "1", "64", "256", "1024", "--reps", "3"],
+        "env_throughput.py": ["--envs", "64", "256", "1024", "4096", "--bank-size", "32"],
+        "train_throughput.py": ["--envs", "64", "256", "1024", "--steps", "8", "--reps", "2"],
     }
 
 
-def run_script(name: str, args: list[str], timeout_s: float) -> dict:
-    path = os.path.join(HERE, name)
+def run_script(name: str, args: list[str], timeout_s: float, results_md: str | None) -> dict:
+    """Run one script; its JSON (setup, rows) plus returncode and command."""
     fd, json_path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     os.remove(json_path)
-    cmd = [sys.executable, path] + [a.replace("{json}", json_path) for a in args]
-    print(f"\n=== {' '.join(cmd[1:])}", flush=True)
+    extra = ["--json", json_path] + (["--write-results", "--results-md", results_md] if results_md else [])
+    cmd = [sys.executable, os.path.join(HERE, name)] + args + extra
+    print(f"\n=== python benchmarks/{name} {' '.join(args)}", flush=True)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout_s, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out, code = proc.stdout, proc.returncode
     except subprocess.TimeoutExpired as e:
-        out, code = (e.stdout or "") if isinstance(e.stdout, str) else "", "timeout"
-    print(out[-4000:], flush=True)
-    result: dict = {"returncode": code, "command": " ".join(["python", os.path.relpath(path, ROOT)] + args)}
-    if os.path.exists(json_path):
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        code = "timeout"
+    print(out[-3000:], flush=True)
+    result: dict = {"returncode": code, "command": " ".join(["python", f"benchmarks/{name}"] + args)}
+    if os.path.exists(json_path):  # a killed script still leaves the rows it had
         with open(json_path) as f:
-            data = json.load(f)
+            result.update(json.load(f))
         os.remove(json_path)
-        result.update(data if isinstance(data, dict) else {"rows": data})
-    elif name == "features_throughput.py":
-        result["rows"] = parse_markdown_rows(out)
     if code != 0:
         result["output_tail"] = out[-2000:]
     return result
 
 
-def parse_markdown_rows(text: str) -> list[dict]:
-    """Rows of the first Markdown table in ``text`` as dicts (numbers parsed)."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    if len(lines) < 3:
-        return []
-    head = [h.strip() for h in lines[0].strip("|").split("|")]
-    rows = []
-    for ln in lines[2:]:
-        cells = [c.strip().replace(",", "") for c in ln.strip("|").split("|")]
-        if len(cells) != len(head):
-            continue
-        row = {}
-        for h, c in zip(head, cells):
-            try:
-                row[h] = float(c)
-            except ValueError:
-                row[h] = c
-        rows.append(row)
-    return rows
-
-
 def series(results: dict) -> dict[str, list[tuple[float, float]]]:
-    """Label -> [(batch, x realtime)] for the plot, from every script's rows."""
+    """Label -> sorted [(batch, x realtime)] for the plot."""
     out: dict[str, list[tuple[float, float]]] = {}
     for script, res in results.items():
-        for r in res.get("rows", []) or [] if script != "_suite" else []:
-            if not isinstance(r, dict):
-                continue
-            batch = r.get("batch", r.get("n_envs", r.get("envs")))
-            xrt = r.get("x_realtime", r.get("x realtime"))
-            if batch is None or xrt is None or isinstance(xrt, str):
+        if script == "_suite":
+            continue
+        for r in res.get("rows") or []:
+            batch, xrt = r.get("batch"), r.get("x_realtime")
+            if batch is None or not isinstance(xrt, (int, float)) or not xrt > 0:
                 continue
             if script == "render_throughput.py":
+                if r["system"] == "floor" and r["mode"] != "stft-only":
+                    continue
                 label = f"{r['system']} {r['mode']} @ {r['sample_rate'] / 1000:g} kHz"
             elif script == "features_throughput.py":
-                label = f"features {r.get('variant', '')}"
+                if r["variant"] not in ("shared-fft", "bf16-fft"):
+                    continue
+                label = f"features+loss {r['variant']}"
+            elif script == "env_throughput.py":
+                label = "env step (vmap, scan)"
             else:
-                label = f"{script.replace('_throughput.py', '')} {r.get('variant', r.get('mode', ''))}".strip()
+                label = f"SAC train {r['mode']}"
             out.setdefault(label, []).append((float(batch), float(xrt)))
-    return out
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def plot(results: dict, path: str) -> None:
@@ -118,60 +122,113 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(10, 6.5))
     for label, pts in sorted(series(results).items()):
-        if label.startswith("floor"):
-            continue
-        pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        style = "--" if label.startswith("floor") else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size (sounds or envs)")
     ax.set_ylabel("x realtime (audio seconds per wall second)")
-    setup = results.get("_suite", {}).get("setup") or {}
-    ax.set_title(f"jaxsynth throughput — {setup.get('device', '')} jax {setup.get('jax', '')} "
-                 f"{setup.get('date', '')}", fontsize=9)
+    s = results.get("_suite", {}).get("setup") or {}
+    ax.set_title(f"jaxsynth throughput - {s.get('device', '')} {s.get('cpu', '')} x{s.get('cores', '')}, "
+                 f"jax {s.get('jax', '')}, {s.get('date', '')}, load {s.get('load_avg', '')}\n"
+                 f"{s.get('command', '')}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
     os.replace(tmp, path)
 
 
-def main(argv=None) -> None:
+def _fmt(x, spec=",.0f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def summary(results: dict) -> str:
+    """Headline figures of this run as Markdown (every number read from the rows)."""
+    from benchmarks.common import metadata_lines
+
+    lines = [SUMMARY, "", "Written by `benchmarks/run_all.py` from the rows of this run (details in the "
+             "scripts' sections and in benchmarks/results.json; plot: benchmarks/throughput.png).", "",
+             metadata_lines(results["_suite"]["setup"], results["_suite"].get("load_avg_end"))]
+    status = ", ".join(f"{k} {'ok' if v['returncode'] == 0 else 'FAILED (' + str(v['returncode']) + ')'}"
+                       for k, v in results.items() if k != "_suite")
+    lines.append(f"Scripts: {status}.\n")
+    render = (results.get("render_throughput.py") or {}).get("rows") or []
+    by = {(r["system"], r["mode"], r["sample_rate"], r["batch"]): r for r in render}
+    rows = sorted({(sr, b) for (sys_, m, sr, b) in by if sys_ == "jaxsynth" and m == "render"})
+    if rows:
+        lines += ["| sample rate | batch | render x rt | ours / torchsynth | ours / synthax "
+                  "| render+features+loss x rt | floor: stft-only x rt |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for sr, b in rows:
+            ours = by[("jaxsynth", "render", sr, b)]["x_realtime"]
+            ratio = lambda peer: _fmt(ours / by[(peer, "render", sr, b)]["x_realtime"], ".2f") \
+                if (peer, "render", sr, b) in by else "-"
+            full = by.get(("jaxsynth", "render+features+loss", sr, b), {}).get("x_realtime")
+            stft = by.get(("floor", "stft-only", sr, b), {}).get("x_realtime")
+            lines.append(f"| {sr} | {b} | {_fmt(ours)} | {ratio('torchsynth')} | {ratio('synthax')} "
+                         f"| {_fmt(full)} | {_fmt(stft)} |")
+        lines.append("")
+    env = (results.get("env_throughput.py") or {}).get("rows") or []
+    if env:
+        lines += ["| envs | env steps/s | x realtime | load (1 min) |", "| ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['n_envs']} | {_fmt(r['env_steps_per_s'])} | {_fmt(r['x_realtime'])} "
+                  f"| {r['load_avg_after'][0]:.2f} |" for r in env]
+        lines.append("")
+    train = (results.get("train_throughput.py") or {}).get("rows") or []
+    fused = {r["n_envs"]: r for r in train if r["mode"] == "fused"}
+    if fused:
+        lines += ["| envs | fused env steps/s | loop / fused wall | loop-sync / fused wall |",
+                  "| ---: | ---: | ---: | ---: |"]
+        for n, f in sorted(fused.items()):
+            other = {r["mode"]: r["wall_s"] / f["wall_s"] for r in train if r["n_envs"] == n}
+            lines.append(f"| {n} | {_fmt(f['env_steps_per_s'])} | {_fmt(other.get('loop'), '.2f')} "
+                         f"| {_fmt(other.get('loop-sync'), '.2f')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small batches: a smoke run")
-    parser.add_argument("--no-write-results", action="store_true",
-                        help="do not rewrite the scripts' sections of RESULTS.md")
-    parser.add_argument("--only", nargs="+", help="run only these scripts (file names)")
-    parser.add_argument("--timeout-s", type=float, default=3 * 3600, help="per script")
+    parser.add_argument("--quick", action="store_true", help="small sizes: every script in a few minutes")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest sizes (0.1 s clips, batch 2, no peers): checks the plumbing, "
+                             "not the machine; what tests/test_benchmarks.py runs")
+    parser.add_argument("--only", nargs="+", choices=SCRIPTS, help="run only these scripts")
+    parser.add_argument("--no-write-results", action="store_true", help="leave RESULTS.md alone")
+    parser.add_argument("--results-md", default=os.path.join(HERE, "RESULTS.md"))
     parser.add_argument("--out", default=os.path.join(HERE, "results.json"))
     parser.add_argument("--plot", default=os.path.join(HERE, "throughput.png"))
+    parser.add_argument("--timeout-s", type=float, default=3 * 3600, help="per script")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, ROOT)
-    from benchmarks.common import metadata
+    from benchmarks.common import load_avg, metadata, write_json, write_sections
 
-    results: dict = {"_suite": {"setup": metadata(sys.argv[1:] if argv is None else argv,
-                                                  "benchmarks/run_all.py"), "returncode": 0}}
-    for name, script_args in suite(args.quick, not args.no_write_results).items():
+    setup = metadata(sys.argv[1:] if argv is None else argv, "benchmarks/run_all.py")
+    size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    setup["size"] = size
+    results: dict = {"_suite": {"setup": setup, "returncode": 0}}
+    results_md = None if args.no_write_results else args.results_md
+    for name, script_args in suite(size).items():
         if args.only and name not in args.only:
             continue
-        if not os.path.exists(os.path.join(HERE, name)):
-            print(f"(skipping {name}: not present)")
-            continue
-        results[name] = run_script(name, script_args, args.timeout_s)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, args.out)
+        results[name] = run_script(name, script_args, args.timeout_s, results_md)
+        write_json(args.out, results)  # after every script: a killed suite keeps what it had
+    results["_suite"]["load_avg_end"] = load_avg()
+    write_json(args.out, results)
     plot(results, args.plot)
+    if results_md:
+        write_sections({SUMMARY: summary(results)}, results_md)
     failed = [n for n, r in results.items() if r["returncode"] != 0]
-    print(f"\nwrote {args.out} and {args.plot}" + (f"; FAILED: {failed}" if failed else ""))
-    if failed:
-        sys.exit(1)
+    print(f"\nwrote {args.out}, {args.plot}" + (f" and {results_md}" if results_md else "")
+          + (f"; FAILED: {failed}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
