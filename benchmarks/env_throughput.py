@@ -206,7 +206,7 @@ def main(argv=None) -> dict | list:
     print("\n" + header + "\n" + table)
     if args.write_results:
         write_sections({SECTION: header + "\n" + table}, args.results_md)
-        print(f"\nwrote section '{SECTION}' to benchmarks/RESULTS.md")
+        print(f"\nwrote section '{SECTION}' to {args.results_md}")
     return dict(setup=meta, rows=rows)
 
 

@@ -254,7 +254,7 @@ def main(argv=None) -> dict:
     print("\n" + text)
     if args.write_results:
         write_sections({SECTION: text}, args.results_md)
-        print(f"\nwrote section '{SECTION}' to benchmarks/RESULTS.md")
+        print(f"\nwrote section '{SECTION}' to {args.results_md}")
     return dict(setup=meta, rows=rows)
 
 

@@ -83,24 +83,19 @@ class LossTerms(NamedTuple):
     total: Float[Array, "*batch"]
 
 
-class PerceptualLossTerms(NamedTuple):
-    """``LossTerms`` plus the CREPE terms; returned only when a CREPE weight is non-zero.
+PerceptualLossTerms = NamedTuple("PerceptualLossTerms", [
+    *LossTerms.__annotations__.items(),
+    ("crepe_embedding", Float[Array, "*batch"]),
+    ("pitch_posterior_cents", Float[Array, "*batch"]),
+])
+PerceptualLossTerms.__doc__ = """``LossTerms``' fields (derived from it, in the same order) plus the CREPE terms;
+returned only when a CREPE weight is non-zero.
 
-    With both CREPE weights 0 (the default) ``matching_loss`` returns a plain ``LossTerms``,
-    so code that does not use the CREPE terms sees exactly the old breakdown. A CREPE term
-    whose own weight is 0 is not computed and reported as 0.
-    """
-
-    spectral_convergence: Float[Array, "*batch"]
-    log_magnitude: Float[Array, "*batch"]
-    mrstft: Float[Array, "*batch"]
-    mfcc_l1: Float[Array, "*batch"]
-    log_mel_l1: Float[Array, "*batch"]
-    centroid_oct: Float[Array, "*batch"]
-    loudness_lu: Float[Array, "*batch"]
-    total: Float[Array, "*batch"]
-    crepe_embedding: Float[Array, "*batch"]
-    pitch_posterior_cents: Float[Array, "*batch"]
+With both CREPE weights 0 (the default) ``matching_loss`` returns a plain ``LossTerms``, so code
+that does not use the CREPE terms (``LossTerms(*[inf] * 8)`` in agents/matchers.py, loggers over
+``_asdict()``) sees exactly the old breakdown; a single type with optional CREPE fields would
+change that. A CREPE term whose own weight is 0 is not computed and reported as 0.
+"""
 
 
 def _safe_norm(x: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:

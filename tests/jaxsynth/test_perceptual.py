@@ -142,3 +142,9 @@ def test_config_validation():
         P.PerceptualConfig(embedding_layer=0)
     with pytest.raises(ValueError, match="voicing_threshold"):
         P.PerceptualConfig(voicing_threshold=1.5)
+
+
+def test_perceptual_loss_terms_extend_loss_terms_field_for_field():
+    """One field list: PerceptualLossTerms is LossTerms' fields, in order, plus the CREPE terms."""
+    assert L.PerceptualLossTerms._fields == L.LossTerms._fields + ("crepe_embedding", "pitch_posterior_cents")
+    assert L.PerceptualLossTerms.__module__ == "jaxsynth.losses"
