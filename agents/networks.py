@@ -155,12 +155,14 @@ def categorical_probs_logprobs(logits: Float[Array, "*b k"]):
     return probs, logp
 
 
-def tanh_gaussian_sample(key, mean, log_std):
+def tanh_gaussian_sample(key, mean, log_std, per_dim: bool = False):
     """Reparameterised sample of tanh(N(mean, std)) and its log-density (Haarnoja et al. 2018,
-    appendix C), using log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) for stability."""
+    appendix C), using log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) for stability.
+    ``per_dim``: return the log-density of each (independent) entry instead of their sum."""
     std = jnp.exp(log_std)
     eps = jax.random.normal(key, mean.shape, mean.dtype)
     u = mean + std * eps
     log_normal = -0.5 * (eps ** 2 + jnp.log(2 * jnp.pi)) - log_std
     log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
-    return jnp.tanh(u), jnp.sum(log_normal - log_det, axis=-1)
+    logp = log_normal - log_det
+    return jnp.tanh(u), (logp if per_dim else jnp.sum(logp, axis=-1))

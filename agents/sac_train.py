@@ -40,6 +40,7 @@ from agents import replay
 from agents import sac
 from agents.logging_utils import MediaStore, ScalarLogger, write_ab
 from agents.synth_adapter import SynthTrainParams, build_heldout_bank, synth_adapter
+from jaxsynth.reward import RewardConfig
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class TrainConfig:
     buffer_capacity: int = 65536  # transitions (ring buffer: the oldest are overwritten)
     log_mel_dtype: str = "float16"
     init_alpha: float = 0.05
+    lr_alpha: float = 3e-3
+    target_entropy_c_per_dim: float = -1.0  # continuous head: H_c* = this * n_delta
+    target_entropy_d_ratio: float = 0.5  # discrete head: H_d* = this * log(n_allowed modules)
+    entropy_c_per_module: bool = True  # continuous entropy on the edited entries only (sac.make_losses)
+    best_bonus: float = 0.5  # D3 episodic best-so-far bonus weight (RewardConfig.best_bonus_scale)
     shard: bool = True
     cmaes_targets: int = 0  # D5 warm start: bank targets CMA-ES solves; its trajectories seed the buffer
     cmaes_budget: int = 64  # renders per target for that CMA-ES run
@@ -102,14 +108,15 @@ class TrainConfig:
         return self.total_steps // self.chunk_steps
 
     def env_config(self) -> E.EnvConfig:
+        reward = RewardConfig(best_bonus_scale=self.best_bonus)
         if self.full_analysis:
             from jaxsynth.features import FeatureConfig
             from jaxsynth.synth import SynthConfig
             return E.EnvConfig(synth=SynthConfig(duration_s=self.duration_s),
                                features=FeatureConfig(duration_s=self.duration_s),
-                               max_steps=self.max_steps, bank_size=self.bank_size)
+                               max_steps=self.max_steps, bank_size=self.bank_size, reward=reward)
         return E.small_config(self.duration_s, max_steps=self.max_steps, bank_size=self.bank_size,
-                              build_chunk=min(32, self.bank_size))
+                              build_chunk=min(32, self.bank_size), reward=reward)
 
     def sac_config(self) -> sac.SACConfig:
         cap = self.buffer_capacity
@@ -118,7 +125,10 @@ class TrainConfig:
             updates_per_step=self.updates_per_step, batch_size=self.batch_size,
             buffer_capacity=max(cap, self.envs), learning_starts=self.learning_starts,
             gamma=self.gamma, tau=self.tau, lr_actor=self.lr, lr_critic=self.lr,
-            init_alpha_c=self.init_alpha, init_alpha_d=self.init_alpha, hidden=self.hidden,
+            init_alpha_c=self.init_alpha, init_alpha_d=self.init_alpha, lr_alpha=self.lr_alpha,
+            target_entropy_c_per_dim=self.target_entropy_c_per_dim,
+            target_entropy_d_ratio=self.target_entropy_d_ratio,
+            entropy_c_per_module=self.entropy_c_per_module, hidden=self.hidden,
             encoder=self.encoder, log_mel_dtype=self.log_mel_dtype, shard_envs=self.shard)
 
     def fingerprint(self) -> dict:
@@ -270,12 +280,14 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
                            "heldout_median_final_loss": float(np.mean(ev0["heldout_median_final_loss"])),
                            "heldout_median_start_loss": float(np.mean(ev0["heldout_median_start_loss"]))},
                        "eval")
-        log(f"held-out median loss before training: {summary0}")
+        final0 = np.asarray(ev0["heldout_median_final_loss"]).tolist()
+        log(f"held-out median loss before training: best-in-episode {summary0}, final {final0}")
     else:
-        summary0 = None
+        summary0 = final0 = None
     store = MediaStore(out / "media", opts.media_top_k)
     summary = {"heldout_median_loss": [], "stage": [], "chunk_seconds": [], "warm_start": warm_info,
-               "heldout_median_loss_untrained": summary0}
+               "heldout_median_loss_untrained": summary0, "heldout_median_final_loss": [],
+               "heldout_median_final_loss_untrained": final0}
     bar = None
     if opts.progress and is_main:
         from tqdm import tqdm
@@ -290,6 +302,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
         ev = metrics["eval"]
         med = np.asarray(ev["heldout_median_loss"])  # (seeds,)
         summary["heldout_median_loss"].append(med.tolist())
+        summary["heldout_median_final_loss"].append(np.asarray(ev["heldout_median_final_loss"]).tolist())
         summary["stage"].append(np.asarray(ev["next_stage"]).tolist())
         summary["chunk_seconds"].append(dt)
         if is_main:
@@ -369,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tau", type=float, default=d.tau, help="Polyak rate of the target critics")
     a("--lr", type=float, default=d.lr, help="Adam learning rate of actor and critics")
     a("--init-alpha", type=float, default=d.init_alpha, help="initial entropy temperatures (both heads)")
+    a("--lr-alpha", type=float, default=d.lr_alpha, help="Adam learning rate of the log-temperatures")
+    a("--target-entropy-c", type=float, default=d.target_entropy_c_per_dim,
+      help="continuous-head entropy target per delta dimension (nats)")
+    a("--target-entropy-d", type=float, default=d.target_entropy_d_ratio,
+      help="discrete-head entropy target as a fraction of log(number of unlocked modules)")
+    a("--entropy-c-all-dims", action="store_true",
+      help="measure the continuous-head entropy on all delta entries, not only those the chosen "
+           "module edits")
+    a("--best-bonus", type=float, default=d.best_bonus,
+      help="weight of the D3 best-so-far bonus in the reward (0: improvement only)")
     a("--buffer-capacity", type=int, default=d.buffer_capacity,
       help="replay capacity in transitions (raised to --envs if smaller)")
     a("--log-mel-dtype", choices=tuple(replay.LOG_MEL_DTYPES), default=d.log_mel_dtype,
@@ -404,7 +427,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
             batch_size=ns.batch_size, stage=ns.stage, encoder=ns.encoder, hidden=tuple(ns.hidden),
             duration_s=ns.duration, full_analysis=ns.full_analysis, max_steps=ns.max_steps,
             bank_size=ns.bank_size, n_heldout=ns.heldout, gamma=ns.gamma, tau=ns.tau, lr=ns.lr,
-            init_alpha=ns.init_alpha, buffer_capacity=ns.buffer_capacity,
+            init_alpha=ns.init_alpha, lr_alpha=ns.lr_alpha, target_entropy_c_per_dim=ns.target_entropy_c,
+            target_entropy_d_ratio=ns.target_entropy_d, best_bonus=ns.best_bonus,
+            entropy_c_per_module=not ns.entropy_c_all_dims,
+            buffer_capacity=ns.buffer_capacity,
             log_mel_dtype=ns.log_mel_dtype, shard=not ns.no_shard,
             cmaes_targets=ns.cmaes_targets, cmaes_budget=ns.cmaes_budget, bc_steps=ns.bc_steps)
         sac.SACConfig.__post_init__(cfg.sac_config())
@@ -433,8 +459,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     med = summary["heldout_median_loss"]
-    print(f"held-out median loss per chunk (seed mean): "
-          f"{[round(float(np.mean(m)), 4) for m in med]}; stage {summary['stage'][-1]}; "
+    r4 = lambda rows: [round(float(np.mean(m)), 4) for m in rows]
+    print(f"held-out median loss per chunk (seed mean): best-in-episode {r4(med)}, final "
+          f"{r4(summary['heldout_median_final_loss'])} (untrained: best "
+          f"{r4([summary['heldout_median_loss_untrained'] or [np.nan]])[0]}, final "
+          f"{r4([summary['heldout_median_final_loss_untrained'] or [np.nan]])[0]}); stage {summary['stage'][-1]}; "
           f"{summary['total_seconds_incl_compile']:.1f} s incl. compile; logs in {opts.out}")
     return 0
 

@@ -125,7 +125,8 @@ def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapt
     def step_metrics(reward, info):
         m = {"reward_mean": jnp.mean(reward), "loss_mean": jnp.mean(info["loss"]),
              "best_loss_mean": jnp.mean(info["best_loss"]),
-             "edit_allowed_frac": jnp.mean(info["edit_allowed"].astype(jnp.float32))}
+             "edit_allowed_frac": jnp.mean(info["edit_allowed"].astype(jnp.float32)),
+             "edit_norm": jnp.mean(jnp.linalg.norm(info["applied_delta"], axis=-1))}
         for name, v in info["reward_terms"]._asdict().items():
             m[f"reward/{name}"] = jnp.mean(v)
         for name, v in info["loss_terms"]._asdict().items():
@@ -139,4 +140,5 @@ def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapt
         stage_of=lambda p: p.env.stage,
         with_stage=lambda p, s: p.replace(env=p.env.replace(stage=jnp.asarray(s, jnp.int32))),
         advance=lambda s, m, p: C.advance(s, m, p.env.thresholds),
-        step_metrics=step_metrics, example_transition=example)
+        step_metrics=step_metrics, example_transition=example,
+        delta_mask=np.asarray(P.MODULE_PARAMS, bool))
