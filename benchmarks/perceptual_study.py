@@ -168,6 +168,14 @@ def scores(d: np.ndarray, kind: np.ndarray, cents: np.ndarray, sigma: np.ndarray
     return dict(rho_pitch=rho_pitch, mono=float(np.mean(steps)), rho_pitch_mixed=rho_mixed, rho_timbre=rho_timbre)
 
 
+def sweep_curve(d: np.ndarray, kind: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    """Sweep distance at each |c| of SWEEP_CENTS (mean of the two signs) over that at 100 cents:
+    shows which detunes a distance resolves and whether it keeps growing up to the octave."""
+    sw = kind == "sweep"
+    at = np.array([np.mean(d[sw & (np.abs(cents) == c)]) for c in SWEEP_CENTS])
+    return at / at[SWEEP_CENTS.index(100)]
+
+
 def layer_macs(model: str) -> list[int]:
     """Cumulative multiply-accumulates per frame of blocks 1..L."""
     chans, widths = (1, *C.CHANNELS[model]), (256, 128, 64, 32, 16, 8)
@@ -221,6 +229,7 @@ def run(cfg: StudyConfig) -> dict:
               kept=int(keep.size), notes=notes[keep].round(1).tolist()), cfg)
     distances = make_distances(pcfg, fcfg)
     per_metric: dict[str, list[dict]] = {}
+    per_curve: dict[str, list[np.ndarray]] = {}
     t0 = time.perf_counter()
     for bi in keep:
         x, nts, kind, cents, sigma = variants(pool[bi], float(notes[bi]), rng, cfg, idx)
@@ -228,6 +237,7 @@ def run(cfg: StudyConfig) -> dict:
         d = jax.device_get(distances(audio, pool_audio[bi], weights))
         for name, values in d.items():
             per_metric.setdefault(name, []).append(scores(np.asarray(values, np.float64), kind, cents, sigma))
+            per_curve.setdefault(name, []).append(sweep_curve(np.asarray(values, np.float64), kind, cents))
     study_s = time.perf_counter() - t0
     cost = time_layers(pcfg, weights, pool_audio[:16])
     macs = layer_macs(cfg.model)
@@ -245,6 +255,9 @@ def run(cfg: StudyConfig) -> dict:
         summary[name] = rec
         emit(dict(part="score", metric=name, model=cfg.model, hop_16k=cfg.hop_16k, bases=int(keep.size),
                   **rec), cfg)
+    for name, curves in per_curve.items():
+        emit(dict(part="curve", metric=name, abs_cents=list(SWEEP_CENTS),
+                  median_ratio_to_100c=np.round(np.nanmedian(np.stack(curves), 0), 3).tolist()), cfg)
     best = choose(summary)
     emit(dict(part="choice", best=best, rule="max median rho_pitch_mixed; ties (0.02) by mono, then cost",
               study_s=study_s), cfg)

