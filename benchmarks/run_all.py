@@ -21,6 +21,8 @@ still run, and run_all exits 1.
     python benchmarks/run_all.py            # full suite (about 1 h on a quiet 2-core CPU)
     python benchmarks/run_all.py --quick    # small sizes: every script in a few minutes
     python benchmarks/run_all.py --smoke --only render_throughput.py   # seconds: plumbing check
+    python benchmarks/run_all.py --from-json render_throughput.py=a.json render_throughput.py=b.json ...
+        # no runs: merge the --json files of earlier script runs (rows of one script concatenated)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -91,6 +94,29 @@ def run_script(name: str, args: list[str], timeout_s: float, results_md: str | N
     return result
 
 
+def collect(specs: list[str]) -> dict:
+    """``SCRIPT=PATH`` specs -> {script: {returncode, command, setup, rows, runs}} from the JSON
+    files earlier script runs wrote with ``--json``; several files of one script are merged (rows
+    concatenated; ``runs`` keeps each file's setup, ``command`` joins their commands)."""
+    merged: dict = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or name not in SCRIPTS:
+            raise SystemExit(f"--from-json: expected SCRIPT=PATH with SCRIPT one of {SCRIPTS}, got {spec!r}")
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            setup, rows = data["setup"], data["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--from-json: {path} is not a benchmark JSON file ({e})")
+        entry = merged.setdefault(name, {"returncode": 0, "runs": [], "rows": []})
+        entry["runs"].append(setup)
+        entry["rows"].extend(rows)
+        entry["setup"] = entry["runs"][0]
+        entry["command"] = " ; ".join(r.get("command", "?") for r in entry["runs"])
+    return merged
+
+
 def series(results: dict) -> dict[str, list[tuple[float, float]]]:
     """Label -> sorted [(batch, x realtime)] for the plot."""
     out: dict[str, list[tuple[float, float]]] = {}
@@ -123,9 +149,11 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 6.5))
-    for label, pts in sorted(series(results).items()):
+    colors, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>p"
+    for i, (label, pts) in enumerate(sorted(series(results).items())):
         style = "--" if label.startswith("floor") else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=markers[i % len(markers)],
+                color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size (sounds or envs)")
@@ -133,7 +161,7 @@ def plot(results: dict, path: str) -> None:
     s = results.get("_suite", {}).get("setup") or {}
     ax.set_title(f"jaxsynth throughput - {s.get('device', '')} {s.get('cpu', '')} x{s.get('cores', '')}, "
                  f"jax {s.get('jax', '')}, {s.get('date', '')}, load {s.get('load_avg', '')}\n"
-                 f"{s.get('command', '')}", fontsize=8)
+                 + textwrap.fill(s.get("command", ""), 170), fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -204,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "results.json"))
     parser.add_argument("--plot", default=os.path.join(HERE, "throughput.png"))
     parser.add_argument("--timeout-s", type=float, default=3 * 3600, help="per script")
+    parser.add_argument("--from-json", nargs="+", metavar="SCRIPT=PATH",
+                        help="run nothing: merge these --json outputs of earlier script runs")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, ROOT)
@@ -214,7 +244,10 @@ def main(argv=None) -> int:
     setup["size"] = size
     results: dict = {"_suite": {"setup": setup, "returncode": 0}}
     results_md = None if args.no_write_results else args.results_md
-    for name, script_args in suite(size).items():
+    if args.from_json:
+        setup["size"] = "from-json"
+        results.update(collect(args.from_json))
+    for name, script_args in ({} if args.from_json else suite(size)).items():
         if args.only and name not in args.only:
             continue
         results[name] = run_script(name, script_args, args.timeout_s, results_md)

@@ -96,3 +96,26 @@ def test_write_sections_replaces_only_its_own(tmp_path):
     path.write_text("# T\n\n## A\n\nold a\n\n## B\n\nold b\n")
     common.write_sections({"## A": "## A\n\nnew a", "## C": "## C\n\nnew c"}, str(path))
     assert path.read_text() == "# T\n\n## A\n\nnew a\n\n## B\n\nold b\n\n## C\n\nnew c\n"
+
+
+def test_from_json_merges_earlier_runs_without_running(suite_run, tmp_path):
+    """--from-json builds results.json, the plot and the summary from scripts' --json files:
+    two files of one script are concatenated, nothing is run, bad specs fail with a message."""
+    _, results, _, _ = suite_run
+    render = {k: results["render_throughput.py"][k] for k in ("setup", "rows")}
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text(json.dumps(render))
+    out, png, md = tmp_path / "r.json", tmp_path / "p.png", tmp_path / "R.md"
+    code = run_all.main(["--from-json", f"render_throughput.py={tmp_path / 'a.json'}",
+                         f"render_throughput.py={tmp_path / 'b.json'}",
+                         "--out", str(out), "--plot", str(png), "--results-md", str(md)])
+    merged = json.loads(out.read_text())
+    assert code == 0 and set(merged) == {"_suite", "render_throughput.py"}
+    assert merged["_suite"]["setup"]["size"] == "from-json"
+    assert merged["render_throughput.py"]["rows"] == render["rows"] * 2
+    assert len(merged["render_throughput.py"]["runs"]) == 2 and png.stat().st_size > 0
+    assert run_all.SUMMARY in md.read_text()
+    with pytest.raises(SystemExit, match="SCRIPT=PATH"):
+        run_all.main(["--from-json", "nope.py=x.json", "--out", str(out), "--plot", str(png)])
+    with pytest.raises(SystemExit, match="not a benchmark JSON"):
+        run_all.main(["--from-json", f"render_throughput.py={md}", "--out", str(out), "--plot", str(png)])
