@@ -157,7 +157,7 @@ def load_policy(run_dir: str | os.PathLike, seed_index: int = 0) -> LoadedPolicy
                                   f"where {want.shape} (finite) was expected; {TRAIN_HINT}")
     params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[seed_index]), params)
     render_key = jax.random.fold_in(jax.random.key(cfg.seed), _RENDER_STREAM)
-    return LoadedPolicy(str(run), cfg, env_cfg, actor, params, E.default_max_delta(), render_key,
+    return LoadedPolicy(str(run), cfg, env_cfg, actor, params, cfg.max_delta01(), render_key,
                         int(meta.get("chunk", step)), int(seed_index))
 
 

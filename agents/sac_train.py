@@ -75,6 +75,10 @@ class TrainConfig:
     target_entropy_d_ratio: float = 0.5  # discrete head: H_d* = this * log(n_allowed modules)
     entropy_c_per_module: bool = True  # continuous entropy on the edited entries only (sac.make_losses)
     best_bonus: float = 0.5  # D3 episodic best-so-far bonus weight (RewardConfig.best_bonus_scale)
+    # Largest edit of a continuous parameter per step (normalized units; env.default_max_delta
+    # base). 0.1, not the env's 0.2: with 0.2 the greedy policy overshoots with its later edits
+    # (final-episode loss above the start in 1 of 4 default runs); RESULTS.md "SAC training".
+    max_delta: float = 0.1
     shard: bool = True
     cmaes_targets: int = 0  # D5 warm start: bank targets CMA-ES solves; its trajectories seed the buffer
     cmaes_budget: int = 64  # renders per target for that CMA-ES run
@@ -94,6 +98,7 @@ class TrainConfig:
             (self.max_steps >= 1 and self.bank_size >= 1 and self.n_heldout >= 1,
              "--max-steps, --bank-size and --heldout must be >= 1"),
             (self.buffer_capacity >= 1, "--buffer-capacity must be >= 1"),
+            (0.0 < self.max_delta <= 1.0, "--max-delta must be in (0, 1]"),
             (self.cmaes_targets >= 0 and self.bc_steps >= 0 and self.cmaes_budget >= 1,
              "--cmaes-targets, --bc-steps must be >= 0 and --cmaes-budget >= 1"),
             (not (self.bc_steps and not self.cmaes_targets),
@@ -117,6 +122,10 @@ class TrainConfig:
                                max_steps=self.max_steps, bank_size=self.bank_size, reward=reward)
         return E.small_config(self.duration_s, max_steps=self.max_steps, bank_size=self.bank_size,
                               build_chunk=min(32, self.bank_size), reward=reward)
+
+    def max_delta01(self) -> np.ndarray:
+        """(N_PARAMS,) per-parameter edit scale of a full delta (``env.default_max_delta``)."""
+        return E.default_max_delta(self.max_delta)
 
     def sac_config(self) -> sac.SACConfig:
         cap = self.buffer_capacity
@@ -160,7 +169,8 @@ class Setup:
         self.cfg = cfg
         self.env = E.SynthMatchEnv(cfg.env_config())
         bank_key = jax.random.key(cfg.seed)
-        env_params = self.env.make_params(E.build_bank(bank_key, self.env.config), stage=cfg.stage)
+        env_params = self.env.make_params(E.build_bank(bank_key, self.env.config), stage=cfg.stage,
+                                          max_delta=cfg.max_delta01())
         heldout = build_heldout_bank(self.env, env_params, cfg.heldout_seed, cfg.n_heldout)
         self.params = SynthTrainParams(env_params, heldout)
         self.adapter = synth_adapter(self.env, cfg.log_mel_dtype)
@@ -392,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
            "module edits")
     a("--best-bonus", type=float, default=d.best_bonus,
       help="weight of the D3 best-so-far bonus in the reward (0: improvement only)")
+    a("--max-delta", type=float, default=d.max_delta,
+      help="largest change of a continuous parameter per edit, in normalized units (discrete "
+           "parameters: at least one choice step)")
     a("--buffer-capacity", type=int, default=d.buffer_capacity,
       help="replay capacity in transitions (raised to --envs if smaller)")
     a("--log-mel-dtype", choices=tuple(replay.LOG_MEL_DTYPES), default=d.log_mel_dtype,
@@ -429,7 +442,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
             bank_size=ns.bank_size, n_heldout=ns.heldout, gamma=ns.gamma, tau=ns.tau, lr=ns.lr,
             init_alpha=ns.init_alpha, lr_alpha=ns.lr_alpha, target_entropy_c_per_dim=ns.target_entropy_c,
             target_entropy_d_ratio=ns.target_entropy_d, best_bonus=ns.best_bonus,
-            entropy_c_per_module=not ns.entropy_c_all_dims,
+            entropy_c_per_module=not ns.entropy_c_all_dims, max_delta=ns.max_delta,
             buffer_capacity=ns.buffer_capacity,
             log_mel_dtype=ns.log_mel_dtype, shard=not ns.no_shard,
             cmaes_targets=ns.cmaes_targets, cmaes_budget=ns.cmaes_budget, bc_steps=ns.bc_steps)

@@ -51,7 +51,8 @@ def trained(tmp_path_factory):
     trainer's own ``init_sac_state`` on the env's own observation of the run's bank."""
     out = tmp_path_factory.mktemp("run")
     env = E.SynthMatchEnv(CFG.env_config())
-    ep = env.make_params(E.build_bank(jax.random.key(CFG.seed), env.config), stage=CFG.stage)
+    ep = env.make_params(E.build_bank(jax.random.key(CFG.seed), env.config), stage=CFG.stage,
+                         max_delta=CFG.max_delta01())  # as sac_train.Setup builds them
     actor = nets.Actor(P.N_MODULES, P.N_PARAMS, CFG.encoder, CFG.hidden)
     critic = nets.TwinCritic(P.N_MODULES, CFG.encoder, CFG.hidden)
     obs, _ = env.reset_to(0, 0, ep)

@@ -31,8 +31,10 @@ def test_short_training_improves_heldout_median_loss(full_run):
     summary, out = full_run
     before = summary["heldout_median_loss_untrained"][0]
     after = summary["heldout_median_loss"][-1][0]
-    # Median over held-out targets of the episode's best loss. Measured at this config and seed:
-    # untrained <= 8.03 (its final loss), after 8 env steps 6.73 (ratio <= 0.84); require 0.9.
+    # Median over held-out targets of the episode's best loss. Measured at this config (max_delta
+    # 0.1) and seed 0: untrained 8.06, after 8 env steps 5.08 (ratio 0.63); seeds 1 and 2 give
+    # ratios 0.84 and 0.82, so 0.9 holds with margin. The final-episode loss is not asserted:
+    # seed 0 has 8.08 -> 5.36, but seeds 1 and 2 end at 1.06x and 0.95x their untrained final.
     assert after < 0.9 * before, (before, summary["heldout_median_loss"])
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert any('"reward/improvement"' in l for l in lines) and any('"heldout_median_loss"' in l for l in lines)
@@ -110,7 +112,8 @@ def test_scalar_logger_writes_jsonl_and_tensorboard(tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["--envs", "0"], "--envs"), (["--total-steps", "5", "--chunk-steps", "2"], "multiple"),
     (["--encoder", "rnn"], "invalid choice"), (["--stage", "9"], "--stage"),
-    (["--bc-steps", "10"], "--cmaes-targets"), (["--resume"], "--resume needs --out")])
+    (["--bc-steps", "10"], "--cmaes-targets"), (["--resume"], "--resume needs --out"),
+    (["--max-delta", "0"], "--max-delta")])
 def test_cli_rejects_bad_flags(argv, msg, capsys):
     with pytest.raises(SystemExit):
         T.parse_args(argv)
@@ -120,7 +123,7 @@ def test_cli_rejects_bad_flags(argv, msg, capsys):
 def test_cli_help_and_defaults():
     help_text = T.build_parser().format_help()
     for flag in ("--envs", "--seeds", "--total-steps", "--stage", "--encoder", "--seed", "--out", "--resume",
-                 "--chunk-steps", "--no-progress", "--cmaes-targets", "--bc-steps"):
+                 "--chunk-steps", "--no-progress", "--cmaes-targets", "--bc-steps", "--max-delta"):
         assert flag in help_text
     cfg, opts = T.parse_args(["--envs", "4096"])
     assert cfg.envs == 4096 and cfg.n_chunks >= 1 and opts.progress
