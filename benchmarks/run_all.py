@@ -179,9 +179,18 @@ def summary(results: dict) -> str:
     """Headline figures of this run as Markdown (every number read from the rows)."""
     from benchmarks.common import metadata_lines
 
-    lines = [SUMMARY, "", "Written by `benchmarks/run_all.py` from the rows of this run (details in the "
+    setup = results["_suite"]["setup"]
+    if setup.get("size") == "from-json":
+        runs = [r for k, v in results.items() if k != "_suite" for r in v.get("runs", [])]
+        source = ("merged from earlier script runs (nothing was run by this command; the load "
+                  "line below is the merge's, each run's date and load are in its section): "
+                  + "; ".join(f"{r.get('date', '?')} `{r.get('command', '?')}` (load {r.get('load_avg', '?')})"
+                              for r in runs))
+    else:
+        source = "from the rows of this run"
+    lines = [SUMMARY, "", f"Written by `benchmarks/run_all.py` {source} (details in the "
              "scripts' sections and in benchmarks/results.json; plot: benchmarks/throughput.png).", "",
-             metadata_lines(results["_suite"]["setup"], results["_suite"].get("load_avg_end"))]
+             metadata_lines(setup, results["_suite"].get("load_avg_end"))]
     status = ", ".join(f"{k} {'ok' if v['returncode'] == 0 else 'FAILED (' + str(v['returncode']) + ')'}"
                        for k, v in results.items() if k != "_suite")
     lines.append(f"Scripts: {status}.\n")
