@@ -19,6 +19,8 @@ Three measurements, each printed as one JSON line per figure (and optionally app
         --max-ingraph-batch 64 8 --worker-batch 64 --cmaes-targets 4 --cmaes-budget 384
 
 Record ``uptime`` load average next to any figure (the script prints it with each line).
+``python benchmarks/crepe_cost.py --summarize a.jsonl b.jsonl`` prints the markdown table of the
+CMA-ES arms in those files (medians, IQR, paired Wilcoxon against the D3 arm at 256 renders).
 """
 
 from __future__ import annotations
@@ -320,6 +322,49 @@ def bench_cmaes(cfg: BenchConfig) -> None:
                       mrstft_diff_median=float(np.median(mr - mr0))), cfg)
 
 
+ARM_NAMES = {"d3": "D3 loss", "pitch": "D3 + w_p x pitch W1", "embedding": "D3 + 1.0 x embedding (L5)",
+             "both": "D3 + w_p x pitch W1 + 1.0 x embedding"}
+
+
+def summarize(paths: list[str], reference_budget: int = 256) -> str:
+    """Markdown table of the ``cmaes`` JSON lines in ``paths`` (same targets and seed): per arm the
+    pitch-error and MR-STFT medians [IQR], targets off by > 100 / > 600 cents, and the paired
+    comparison with the D3 arm at ``reference_budget`` renders (targets better, median per-target
+    difference, two-sided Wilcoxon signed-rank p)."""
+    from scipy.stats import wilcoxon  # noqa: PLC0415
+
+    rows, seen = [], set()
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                key = (r.get("arm"), r.get("budget"), r.get("pitch_weight"), r.get("crepe_embedding_weight"))
+                if r.get("part") == "cmaes" and key not in seen:
+                    seen.add(key)
+                    rows.append(r)
+    ref = next(r for r in rows if r["arm"] == "d3" and r["budget"] == reference_budget)
+    pe0, mr0 = np.array(ref["pitch_error_cents"], float), np.array(ref["mrstft"], float)
+
+    def q(x, nd):
+        return f"{np.nanmedian(x):.{nd}f} [{np.nanpercentile(x, 25):.{nd}f}, {np.nanpercentile(x, 75):.{nd}f}]"
+
+    def paired(d, nd):
+        ok = np.isfinite(d)
+        return f"{int((d[ok] < 0).sum())}/{int(ok.sum())}, {np.median(d[ok]):+.{nd}f}, {wilcoxon(d[ok]).pvalue:.3f}"
+
+    out = [f"| fitness | w_p | renders | pitch error median [IQR] (cents) | targets > 100 / > 600 cents | "
+           f"MR-STFT median [IQR] | vs D3@{reference_budget}: pitch better, median diff, p | "
+           f"vs D3@{reference_budget}: MR-STFT better, median diff, p | wall s | load (1 min) |",
+           "| --- | ---: | ---: | --- | ---: | --- | --- | --- | ---: | ---: |"]
+    for r in rows:
+        pe, mr = np.array(r["pitch_error_cents"], float), np.array(r["mrstft"], float)
+        cp, cm = ("(reference)", "(reference)") if r is ref else (paired(pe - pe0, 1), paired(mr - mr0, 3))
+        out.append(f"| {ARM_NAMES[r['arm']]} | {r['pitch_weight'] or '-'} | {r['budget']} | {q(pe, 1)} | "
+                   f"{int((pe > 100).sum())} / {int((pe > 600).sum())} | {q(mr, 3)} | {cp} | {cm} | "
+                   f"{r['seconds']:.0f} | {r['load_avg'].split()[0]} |")
+    return "\n".join(out)
+
+
 def parse_args(argv=None) -> BenchConfig:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--envs", type=int, nargs="+", default=[64, 1024, 4096])
@@ -363,6 +408,12 @@ def parse_args(argv=None) -> BenchConfig:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--summarize"]:
+        if len(argv) < 2:
+            sys.exit("--summarize needs the JSON-lines files of one target set (the D3 arm at 256 renders first)")
+        print(summarize(argv[1:]))
+        return 0
     cfg = parse_args(argv)
     if "ingraph" in cfg.parts:
         bench_ingraph(cfg)
