@@ -7,11 +7,15 @@ over the normalized parameters of the *unlocked* modules; locked parameters hold
 rendered as one batch of ``targets * population`` sounds. The **budget is counted in renders**
 (render + analysis + loss of one sound) per target, so matchers are compared at equal cost.
 
-A gradient step is charged ``MatchConfig.grad_step_renders`` renders. Default 4: on this
-2-core CPU ``value_and_grad`` of render + analyze + loss took 4.3x the time of the forward pass
-alone (batch 64, jax 0.10.2; ``benchmarks/cmaes_throughput.py --grad-cost`` re-measures it),
-in line with the cheap-gradient bound of reverse mode (Griewank & Walther 2008, sec. 4.6:
-a gradient costs at most ~4-5x its function).
+A gradient step is charged ``MatchConfig.grad_step_renders`` renders. Default 7: on this
+2-core CPU one ``grad_match`` step (value_and_grad of render + analyze + loss, plus Adam) over
+the harness's batch of 8 targets x 4 starts took 7.0x (stage 0) and 7.7x (full synth) the
+process CPU time of the forward evaluation of the same 32 candidates (jax 0.10.2, 0.5 s clips,
+2026-12-01; ``benchmarks/cmaes_throughput.py --grad-only`` re-measures it). The ratio depends
+on the batch: 17x at 1 x 4 (the match CLI), ~5x at 16 x 4, as the backward pass of the
+per-sample scans has a fixed cost that small batches do not amortise; reverse mode's
+cheap-gradient bound (Griewank & Walther 2008, sec. 4.6: ~4-5x the function) holds only at
+the larger batches.
 
 Every sound is rendered with ONE fixed key (``MatchConfig.render_seed``), the same key used
 for synth-rendered targets, so a matcher's objective is deterministic (noise and unison phases
@@ -40,7 +44,7 @@ from jaxsynth.features import FeatureConfig, Features, analyze
 from jaxsynth.losses import LossTerms, LossWeights, matching_loss
 from jaxsynth.synth import SynthConfig, render_batch
 
-GRAD_STEP_RENDERS = 4
+GRAD_STEP_RENDERS = 7
 
 
 @dataclass(frozen=True)

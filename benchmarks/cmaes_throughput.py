@@ -8,7 +8,8 @@ then ``--repeats`` times; the table gives the median of the timed runs. Stage-0 
 are disturbed by other jobs: the load average is printed next to them.
 
     python benchmarks/cmaes_throughput.py [--populations 8 16 32] [--targets 1 4 16]
-        [--generations 8] [--duration-s 0.5] [--grad-cost]
+        [--generations 8] [--duration-s 0.5] [--grad-cost | --grad-only]
+        [--grad-shapes 8x4 16x4] [--grad-stages 0 3]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from agents import curriculum as C
 from agents.cmaes import cmaes_match
-from agents.matchers import MatchConfig, candidate_losses, target_features_of_params
+from agents.matchers import MatchConfig, target_features_of_params
 from jaxsynth import params as P
 from jaxsynth.synth import SynthConfig
 
@@ -55,15 +56,37 @@ def cmaes_rows(populations, targets, generations, repeats, cfg):
     return rows
 
 
-def grad_cost(batch: int, repeats: int, cfg) -> tuple[float, float, float]:
-    """(forward s, value_and_grad s, ratio) of the matching loss over ``batch`` candidates."""
-    x = jnp.asarray(C.heldout_presets(1, 0, batch))[None]
-    tf = target_features_of_params(C.heldout_presets(2, 0, 1), cfg)
-    fwd = jax.jit(lambda x: candidate_losses(x, tf, cfg).total)
-    vg = jax.jit(jax.value_and_grad(lambda x: jnp.sum(candidate_losses(x, tf, cfg).total)))
-    _, f = _time(lambda: fwd(x), repeats)
-    _, g = _time(lambda: vg(x), repeats)
-    return f, g, g / f
+def grad_cost(targets: int, candidates: int, repeats: int, cfg, stage: int = 0) -> dict:
+    """Cost of one ``grad_match`` step (``_grad_step``: value_and_grad + Adam over
+    ``targets x candidates`` starts) in forward evaluations of the same batch
+    (``evaluate_candidates``, what CMA-ES and random search pay). The two are timed in
+    alternation, ``repeats`` pairs after a compile call each, so that load drift on a shared
+    machine hits both alike; wall and process CPU time (all threads) are both reported, and the
+    ratio is the median of the per-pair ratios."""
+    import optax
+    from agents.matchers import _grad_step, evaluate_candidates, free_indices
+    free_idx = free_indices(C.stage_module_masks()[stage])
+    base01 = jnp.asarray(P.DEFAULT_PARAMS01, jnp.float32)
+    x = jnp.asarray(C.heldout_presets(1, stage, targets * candidates)).reshape(targets, candidates, -1)
+    tf = target_features_of_params(C.heldout_presets(2, stage, targets), cfg)
+    xf = x[..., jnp.asarray(free_idx)]
+    opt = optax.adam(0.05).init(xf)
+    fwd = lambda: evaluate_candidates(x, tf, cfg).total
+    step = lambda: _grad_step(xf, opt, tf, base01, cfg, free_idx, 0.05)[0]
+    jax.block_until_ready(fwd())
+    jax.block_until_ready(step())
+    wall, cpu = {"fwd": [], "step": []}, {"fwd": [], "step": []}
+    for _ in range(repeats):
+        for name, fn in (("fwd", fwd), ("step", step)):
+            w0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn())
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    med = lambda v: float(np.median(v))
+    return dict(fwd_wall=med(wall["fwd"]), step_wall=med(wall["step"]),
+                ratio_wall=med(np.divide(wall["step"], wall["fwd"])),
+                fwd_cpu=med(cpu["fwd"]), step_cpu=med(cpu["step"]),
+                ratio_cpu=med(np.divide(cpu["step"], cpu["fwd"])))
 
 
 def main(argv=None):
@@ -74,21 +97,35 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--duration-s", type=float, default=0.5)
     ap.add_argument("--grad-cost", action="store_true")
+    ap.add_argument("--grad-only", action="store_true", help="only the gradient-step cost")
+    ap.add_argument("--grad-shapes", nargs="+", default=["8x4", "16x4"],
+                    help="TARGETSxSTARTS batches of the gradient-step cost (the harness runs 8x4)")
+    ap.add_argument("--grad-stages", type=int, nargs="+", default=[0, 3])
     a = ap.parse_args(argv)
     cfg = MatchConfig(synth=SynthConfig(duration_s=a.duration_s))
     print(f"- machine: {platform.machine()} {jax.default_backend()}, {os.cpu_count()} cores; "
           f"jax {jax.__version__}; load avg before: {os.getloadavg()}")
     print(f"- {a.duration_s} s clips at {cfg.synth.sample_rate} Hz, stage 0 (9 free params), "
           f"{a.generations} generations per run, median of {a.repeats} runs after a compile run\n")
-    print("| population | targets | evals/run | first call (s) | run (s) | evals/s |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for p, t, e, first, run, rate in cmaes_rows(a.populations, a.targets, a.generations,
-                                               a.repeats, cfg):
-        print(f"| {p} | {t} | {e} | {first:.1f} | {run:.2f} | {rate:,.0f} |", flush=True)
-    if a.grad_cost:
-        f, g, r = grad_cost(16, a.repeats, cfg)
-        print(f"\ngradient step cost (16 candidates): forward {f * 1e3:.0f} ms, value_and_grad "
-              f"{g * 1e3:.0f} ms, ratio {r:.2f}")
+    if not a.grad_only:
+        print("| population | targets | evals/run | first call (s) | run (s) | evals/s |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for p, t, e, first, run, rate in cmaes_rows(a.populations, a.targets, a.generations,
+                                                   a.repeats, cfg):
+            print(f"| {p} | {t} | {e} | {first:.1f} | {run:.2f} | {rate:,.0f} |", flush=True)
+    if a.grad_cost or a.grad_only:
+        print(f"\ngradient step (grad_match's _grad_step) vs forward evaluation of the same batch, "
+              f"{a.repeats} alternating pairs, medians:\n")
+        print("| stage | targets x starts | forward wall (ms) | step wall (ms) | ratio wall "
+              "| forward CPU (ms) | step CPU (ms) | ratio CPU |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for stage in a.grad_stages:
+            for shape in a.grad_shapes:
+                t, c = (int(v) for v in shape.lower().split("x"))
+                r = grad_cost(t, c, a.repeats, cfg, stage)
+                print(f"| {stage} | {t} x {c} | {r['fwd_wall'] * 1e3:.0f} | {r['step_wall'] * 1e3:.0f} "
+                      f"| {r['ratio_wall']:.2f} | {r['fwd_cpu'] * 1e3:.0f} | {r['step_cpu'] * 1e3:.0f} "
+                      f"| {r['ratio_cpu']:.2f} |", flush=True)
     print(f"\n- load avg after: {os.getloadavg()}")
 
 
