@@ -21,6 +21,11 @@ Scores per base (median and IQR over bases):
   timbre differs too; the selection criterion).
 * ``rho_timbre``: Spearman of distance with the timbre sigma at equal pitch (> 0: the term still
   sees timbre, so it does not fight the spectral terms).
+* with ``--vibrato``: the base with a 0.5-semitone sine vibrato at 5 Hz against the same vibrato
+  at 5.5-10 Hz (equal pitch distribution, different time course): ``vib_rate_rho`` = Spearman of
+  distance with the rate difference, ``vib_vs_50c`` = their mean distance over the distance of a
+  static 50-cent detune (how much of the metric's own scale a wrong vibrato rate is worth). Not
+  part of the selection rule (added after the first two runs).
 
 Selection rule (fixed before running): highest median ``rho_pitch_mixed``; ties within 0.02
 broken by ``mono``, then by lower cost. Cost: analytic MACs of the blocks up to the layer and the
@@ -54,6 +59,8 @@ from jaxsynth.synth import SynthConfig, render_batch
 
 SWEEP_CENTS = (0, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 700, 1200)
 POOLINGS = ("framewise", "framemean")
+VIBRATO_RATES_HZ = (5.0, 5.5, 6.5, 8.0, 10.0)  # the first is the reference
+VIBRATO_DEPTH_ST = 0.5
 _PITCH_PARAMS = ("osc1.coarse_st", "osc1.fine_cents")
 
 
@@ -71,6 +78,7 @@ class StudyConfig:
     timbre_draws: int = 2
     min_voiced_fraction: float = 0.5
     seed: int = 0
+    vibrato: bool = False
     out: str | None = None
 
 
@@ -114,6 +122,35 @@ def variants(base01: np.ndarray, note: float, rng: np.random.Generator, cfg: Stu
             rows.append(perturb(s)); notes.append(note); kind.append("timbre"); cents.append(0.0); sigma.append(s)
     return (np.stack(rows).astype(np.float32), np.asarray(notes, np.float32), np.asarray(kind),
             np.asarray(cents), np.asarray(sigma))
+
+
+def vibrato_set(base01: np.ndarray) -> np.ndarray:
+    """The base with a sine LFO of VIBRATO_DEPTH_ST on pitch at each VIBRATO_RATES_HZ (V, N).
+
+    Every variant has the same pitch distribution over a cycle; only the pitch's time course
+    differs, which a frame-averaged distance cannot see and a frame-wise one can.
+    """
+    phys = np.asarray(PR.denormalize(jnp.asarray(PR.DEFAULT_PARAMS01)))
+    rows = []
+    for rate in VIBRATO_RATES_HZ:
+        p = phys.copy()
+        p[PR.NAMES.index("lfo.rate_hz")], p[PR.NAMES.index("lfo.to_pitch_st")] = rate, VIBRATO_DEPTH_ST
+        unit = np.asarray(PR.normalize(jnp.asarray(p)))
+        x = base01.copy()
+        for name in ("lfo.rate_hz", "lfo.to_pitch_st"):
+            x[PR.NAMES.index(name)] = unit[PR.NAMES.index(name)]
+        x[PR.NAMES.index("lfo.shape")] = PR.DEFAULT_PARAMS01[PR.NAMES.index("lfo.shape")]  # sine
+        rows.append(x)
+    return np.stack(rows).astype(np.float32)
+
+
+def vibrato_scores(dv: np.ndarray, d: np.ndarray, kind: np.ndarray, cents: np.ndarray) -> dict:
+    """``vib_rate_rho``: Spearman(distance to the 5 Hz vibrato, |rate - 5 Hz|); ``vib_vs_50c``: mean
+    distance of the other rates over the distance of a static 50-cent detune (the metric's own
+    scale)."""
+    shift = np.abs(np.asarray(VIBRATO_RATES_HZ) - VIBRATO_RATES_HZ[0])
+    at50 = np.mean(d[(kind == "sweep") & (np.abs(cents) == 50)])
+    return dict(vib_rate_rho=spearmanr(dv, shift).statistic, vib_vs_50c=float(np.mean(dv[1:]) / at50))
 
 
 def _relative_l2(pred, target):
@@ -230,6 +267,7 @@ def run(cfg: StudyConfig) -> dict:
     distances = make_distances(pcfg, fcfg)
     per_metric: dict[str, list[dict]] = {}
     per_curve: dict[str, list[np.ndarray]] = {}
+    per_vib: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     for bi in keep:
         x, nts, kind, cents, sigma = variants(pool[bi], float(notes[bi]), rng, cfg, idx)
@@ -238,6 +276,14 @@ def run(cfg: StudyConfig) -> dict:
         for name, values in d.items():
             per_metric.setdefault(name, []).append(scores(np.asarray(values, np.float64), kind, cents, sigma))
             per_curve.setdefault(name, []).append(sweep_curve(np.asarray(values, np.float64), kind, cents))
+        if cfg.vibrato:
+            xv = vibrato_set(pool[bi])
+            av = render_batch(jnp.asarray(xv), jax.random.split(key, xv.shape[0]), scfg,
+                              note=np.full(xv.shape[0], notes[bi], np.float32))
+            dv = jax.device_get(distances(av, av[0], weights))
+            for name, values in dv.items():
+                per_vib.setdefault(name, []).append(vibrato_scores(np.asarray(values, np.float64),
+                                                                   np.asarray(d[name], np.float64), kind, cents))
     study_s = time.perf_counter() - t0
     cost = time_layers(pcfg, weights, pool_audio[:16])
     macs = layer_macs(cfg.model)
@@ -258,6 +304,10 @@ def run(cfg: StudyConfig) -> dict:
     for name, curves in per_curve.items():
         emit(dict(part="curve", metric=name, abs_cents=list(SWEEP_CENTS),
                   median_ratio_to_100c=np.round(np.nanmedian(np.stack(curves), 0), 3).tolist()), cfg)
+    for name, rows in per_vib.items():
+        rec = {k: [float(np.nanmedian(v)), *[float(q) for q in np.nanpercentile(v, [25, 75])]]
+               for k, v in ((k, np.array([r[k] for r in rows], np.float64)) for k in rows[0])}
+        emit(dict(part="vibrato", metric=name, rates_hz=list(VIBRATO_RATES_HZ), depth_st=VIBRATO_DEPTH_ST, **rec), cfg)
     best = choose(summary)
     emit(dict(part="choice", best=best, rule="max median rho_pitch_mixed; ties (0.02) by mono, then cost",
               study_s=study_s), cfg)
@@ -285,12 +335,14 @@ def parse_args(argv=None) -> StudyConfig:
     ap.add_argument("--duration-s", type=float, default=0.5)
     ap.add_argument("--mixed-sigma", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vibrato", action="store_true",
+                    help="also score sensitivity to the vibrato rate at equal depth (frame-wise vs frame-mean)")
     ap.add_argument("--out", default=None, help="append JSON lines here")
     a = ap.parse_args(argv)
     if a.bases < 2:
         ap.error("--bases must be >= 2 (scores are medians over bases)")
     return StudyConfig(bases=a.bases, stage=a.stage, model=a.model, hop_16k=a.hop_16k, duration_s=a.duration_s,
-                       mixed_sigma=a.mixed_sigma, seed=a.seed, out=a.out)
+                       mixed_sigma=a.mixed_sigma, seed=a.seed, vibrato=a.vibrato, out=a.out)
 
 
 def main(argv=None) -> int:

@@ -4,11 +4,12 @@
   (``embedding_layer``, default 5 = torchcrepe's ``embed``) of prediction and target,
   ``||e_pred - e_target|| / ||e_target||``, averaged over the frames in which the target is
   audible. Layer and pooling from a measured study (``benchmarks/perceptual_study.py``,
-  RESULTS.md "Q3 layer x pooling"): blocks 4-6 rank detunes best (Spearman with |cents| at a
-  random timbre change 0.83-0.85, blocks 1-3 0.75-0.81), block 5 frame-wise had the highest
-  median in both runs; frame-wise and frame-averaged were within noise on those static-pitch
-  probes, and frame-wise is kept because averaging over a note first would score a glide up
-  and a glide down (or a vibrato out of phase) as equal. The embedding distance saturates past
+  RESULTS.md "Q3 layer x pooling"): blocks 4-6 rank detunes best (Spearman with |cents| under a
+  random timbre change 0.81-0.85; blocks 1-3 0.38-0.81), block 5 frame-wise highest or tied in
+  three runs. Frame-wise and frame-averaged tie on static-pitch probes; a vibrato probe
+  separates them: a wrong vibrato rate costs block 5 frame-wise 0.69 of a static 50-cent
+  detune's distance (MR-STFT 0.61), frame-averaged only 0.14, since averaging over a note
+  discards the pitch's time course (vibrato, glides). The embedding distance saturates past
   ~200 cents and an octave scores like ~100 cents, so pitch itself is the job of the next term.
 * ``pitch_posterior_cents``: per frame, the 1-D Wasserstein-1 (earth mover's) distance in
   cents between the two clips' activations normalised to distributions over the 360 bins,
