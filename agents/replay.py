@@ -32,8 +32,9 @@ LOG_MEL_DTYPES = {"float16": jnp.float16, "bfloat16": jnp.bfloat16, "float32": j
 class SynthObsStore:
     """The parts of a synth-matching observation the buffer keeps (everything else is rebuilt).
 
-    ``target_index`` indexes ``bank.*[stage]``; ``stage`` also fixes the module mask that was
-    in force when the transition was collected.
+    ``target_index`` is the env's flat bank index over all stages (``stage * bank_size + i``,
+    see agents/env.py); ``stage`` fixes the module mask that was in force when the transition
+    was collected.
     """
 
     log_mel: Float[Array, "*b frames n_mels"]  # current log-mel (dB), compact dtype
