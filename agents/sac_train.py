@@ -71,7 +71,7 @@ class TrainConfig:
     log_mel_dtype: str = "float16"
     init_alpha: float = 0.05
     lr_alpha: float = 3e-3
-    target_entropy_c_per_dim: float = -1.0  # continuous head: H_c* = this * n_delta
+    target_entropy_c_per_dim: float = -1.0  # continuous head: H_c* = this * (entries edited; sac.make_losses)
     target_entropy_d_ratio: float = 0.5  # discrete head: H_d* = this * log(n_allowed modules)
     entropy_c_per_module: bool = True  # continuous entropy on the edited entries only (sac.make_losses)
     best_bonus: float = 0.5  # D3 episodic best-so-far bonus weight (RewardConfig.best_bonus_scale)
@@ -472,11 +472,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     med = summary["heldout_median_loss"]
-    r4 = lambda rows: [round(float(np.mean(m)), 4) for m in rows]
-    print(f"held-out median loss per chunk (seed mean): best-in-episode {r4(med)}, final "
-          f"{r4(summary['heldout_median_final_loss'])} (untrained: best "
-          f"{r4([summary['heldout_median_loss_untrained'] or [np.nan]])[0]}, final "
-          f"{r4([summary['heldout_median_final_loss_untrained'] or [np.nan]])[0]}); stage {summary['stage'][-1]}; "
+    def seed_mean(per_seed) -> float:  # None: no untrained evaluation (a resumed run)
+        return round(float(np.mean(per_seed)), 4) if per_seed is not None else float("nan")
+
+    print(f"held-out median loss per chunk (seed mean): best-in-episode {[seed_mean(m) for m in med]}, "
+          f"final {[seed_mean(m) for m in summary['heldout_median_final_loss']]} (untrained: best "
+          f"{seed_mean(summary['heldout_median_loss_untrained'])}, final "
+          f"{seed_mean(summary['heldout_median_final_loss_untrained'])}); stage {summary['stage'][-1]}; "
           f"{summary['total_seconds_incl_compile']:.1f} s incl. compile; logs in {opts.out}")
     return 0
 
