@@ -5,14 +5,19 @@ the one thing the pipeline consumes: a mono float32 vector at the analysis sampl
 fixed length. ``save_audio`` writes WAV or FLAC atomically. Every problem with a file is an
 ``AudioFileError`` whose message names the path, what is wrong and what to do about it, so a
 CLI can print it as is. Decoding is libsndfile's (via ``soundfile``); resampling is soxr's.
+
+``atomic_write`` and ``atomic_path`` are the project's one way to replace a file atomically:
+a reader or a crash sees the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
-import uuid
+import secrets
 import warnings
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -25,6 +30,78 @@ WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 DEFAULT_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24"}
 SILENCE_DBFS = -90.0  # just below one 16-bit LSB (-90.3 dBFS): nothing a 16-bit file can carry
 RESAMPLE_QUALITY = "VHQ"
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _create_temp(path: str) -> str:
+    """Create (exclusively, so never through a planted file or symlink) an empty temporary
+    file beside ``path`` with the same extension, and return its name.
+
+    The mode is 0o666 less the umask, as ``open()`` gives, so the final file has the user's
+    normal permissions (``tempfile.mkstemp`` would make it 0o600).
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    ext = os.path.splitext(name)[1]
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}{ext}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                         0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a unique temporary file beside {path}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a fresh temporary path beside ``path``; on normal exit it replaces ``path``.
+
+    The temporary file is created exclusively in the same folder (so the final rename is
+    atomic and a planted file or symlink is never written through) with the same extension
+    as ``path``, so writers that infer the format from the name (soundfile, ``np.savez``,
+    matplotlib) behave as for ``path``. On normal exit its data is fsynced and
+    ``os.replace``-d onto ``path``; on any error it is removed and ``path`` is unchanged.
+    """
+    path = os.fspath(path)
+    tmp = _create_temp(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` atomically (text is written as UTF-8)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    elif not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write takes bytes or str, got {type(data).__name__}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class AudioFileError(ValueError):
@@ -251,19 +328,10 @@ def save_audio(path: str | os.PathLike, audio, sample_rate: int,
                       AudioWarning, stacklevel=2)
         x = np.clip(x, -1.0, 1.0)
 
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        # O_EXCL never clobbers another file; mode 0o666 lets the umask decide, as open() does.
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        sf.write(tmp, x, sample_rate, format=fmt, subtype=subtype)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, (sf.SoundFileError, RuntimeError, OSError, ValueError)):
-            reason = (getattr(err, "error_string", None) or str(err)).strip()
-            raise AudioFileError(f"{path}: could not write {fmt} ({subtype}) at {sample_rate} "
-                                 f"Hz: {reason}. Any existing file is unchanged.") from err
-        raise
+        with atomic_path(path) as tmp:
+            sf.write(tmp, x, sample_rate, format=fmt, subtype=subtype)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
+        reason = (getattr(err, "error_string", None) or str(err)).strip()
+        raise AudioFileError(f"{path}: could not write {fmt} ({subtype}) at {sample_rate} "
+                             f"Hz: {reason}. Any existing file is unchanged.") from err

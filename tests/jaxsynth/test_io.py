@@ -390,3 +390,63 @@ def test_validate_audio_accepts_and_converts():
 def test_validate_audio_rejects(audio, kwargs, match):
     with pytest.raises(ValueError, match=match):
         validate_audio(audio, **kwargs)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def test_atomic_write_text_is_utf8_and_bytes_exact(tmp_path):
+    jio.atomic_write(tmp_path / "t.txt", "über\n")
+    assert (tmp_path / "t.txt").read_bytes() == "über\n".encode("utf-8")
+    jio.atomic_write(tmp_path / "t.txt", b"\x00\xff")
+    assert (tmp_path / "t.txt").read_bytes() == b"\x00\xff"
+    assert os.listdir(tmp_path) == ["t.txt"]
+
+
+def test_atomic_write_rejects_other_types(tmp_path):
+    with pytest.raises(TypeError, match="bytes or str"):
+        jio.atomic_write(tmp_path / "t.txt", 3)
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        jio.atomic_write(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (os.stat(tmp_path / "t.txt").st_mode & 0o777) == 0o644
+
+
+def test_atomic_path_keeps_extension_and_is_unique(tmp_path):
+    target = tmp_path / "a.npz"
+    with jio.atomic_path(target) as t1, jio.atomic_path(target) as t2:
+        assert t1 != t2 and os.path.dirname(t1) == str(tmp_path)
+        assert t1.endswith(".npz") and os.path.basename(t1).startswith(".a.npz.")
+        np.savez(t1, x=np.arange(3))  # np.savez would append .npz to any other name
+        np.savez(t2, x=np.arange(4))
+    # t2 is replaced first, t1 last: the last writer wins, whole.
+    np.testing.assert_array_equal(np.load(target)["x"], np.arange(3))
+    assert os.listdir(tmp_path) == ["a.npz"]
+
+
+def test_atomic_path_error_removes_temp_and_keeps_old_file(tmp_path):
+    target = tmp_path / "keep.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with jio.atomic_path(target) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["keep.txt"]
+
+
+def test_atomic_write_never_writes_through_a_planted_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "out.json"
+    # Every name a fixed-suffix writer could use, planted as a symlink to the victim.
+    for name in ("out.json.tmp", ".out.json.tmp", "out.json.tmp.json"):
+        os.symlink(victim, tmp_path / name)
+    jio.atomic_write(target, "new")
+    assert victim.read_text() == "precious"
+    assert target.read_text() == "new" and not target.is_symlink()
