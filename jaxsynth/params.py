@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from jaxsynth.io import atomic_write
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -259,6 +261,9 @@ def preset_from_dict(preset: Mapping[str, float | str], *, fill_defaults: bool =
                 raise PresetError(f"{name}={value!r} is not one of {list(spec.choices)}")
             phys[INDEX[name]] = spec.choices.index(str(value))
             continue
+        if isinstance(value, (bool, np.bool_)):
+            raise PresetError(f"{name}={value!r} is a boolean, not a number; give a value in "
+                              f"[{spec.low}, {spec.high}] {spec.unit}")
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -276,30 +281,61 @@ def preset_from_dict(preset: Mapping[str, float | str], *, fill_defaults: bool =
     return np.asarray(snap(jnp.asarray(u)))
 
 
+PRESET_FORMAT = "jaxsynth-preset"
+PRESET_VERSION = 1
+MAX_PRESET_BYTES = 1 << 20  # a preset is ~1.5 KB; anything near this size is not one
+
+
 def save_preset(path: str | os.PathLike, params01) -> None:
-    """Write a preset as JSON in physical units (atomically: a temp file, then rename)."""
-    data = {"format": "jaxsynth-preset", "version": 1, "params": preset_to_dict(params01)}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write a preset as JSON in physical units, atomically (a unique temporary file beside
+    it, then a rename: concurrent writers never clash and readers never see half a file)."""
+    data = {"format": PRESET_FORMAT, "version": PRESET_VERSION, "params": preset_to_dict(params01)}
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
+
+
+def _check_header(data: dict, where: str) -> None:
+    """``format`` and ``version`` may be left out of a hand-written preset, but when given they
+    must be ours: a file of another format or a newer version would be read wrongly."""
+    if "format" in data and data["format"] != PRESET_FORMAT:
+        raise PresetError(f"{where} has format {data['format']!r}, expected {PRESET_FORMAT!r}; "
+                          "it is not a jaxsynth preset (write one with jaxsynth.params.save_preset)")
+    if "version" in data:
+        version = data["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version != PRESET_VERSION:
+            raise PresetError(f"{where} has version {version!r}; this jaxsynth supports version "
+                              f"{PRESET_VERSION} only. Re-save the preset with this version, or "
+                              "upgrade jaxsynth if a newer one wrote it")
 
 
 def load_preset(path: str | os.PathLike) -> np.ndarray:
-    """Read a JSON preset written by ``save_preset`` (or by hand) -> normalized vector."""
+    """Read a JSON preset written by ``save_preset`` (or by hand) -> normalized vector.
+
+    Every way a file can be wrong (missing, unreadable, too large, not JSON, nested too deeply,
+    another format or version, bad names or values) is a ``PresetError`` saying what and why.
+    """
+    where = f"preset file {os.fspath(path)!r}"
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PRESET_BYTES + 1)
     except FileNotFoundError:
-        raise PresetError(f"preset file {os.fspath(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PresetError(f"preset file {os.fspath(path)!r} is not valid JSON ({e}); "
-                          "it should look like the output of jaxsynth.params.save_preset") from None
+        raise PresetError(f"{where} does not exist") from None
     except OSError as e:  # a directory, no permission, ...
-        raise PresetError(f"preset file {os.fspath(path)!r} cannot be read ({e.strerror}); "
+        raise PresetError(f"{where} cannot be read ({e.strerror}); "
                           "give the path of a .json file written by save_preset") from None
+    if len(raw) > MAX_PRESET_BYTES:
+        raise PresetError(f"{where} is larger than {MAX_PRESET_BYTES} bytes, far more than a "
+                          "preset (~2 KB); it is not one. Give a file written by save_preset")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PresetError(f"{where} is not valid JSON ({e}); "
+                          "it should look like the output of jaxsynth.params.save_preset") from None
+    except RecursionError:
+        raise PresetError(f"{where} is nested too deeply to be a preset (a preset is one flat "
+                          "'params' object); it should look like the output of "
+                          "jaxsynth.params.save_preset") from None
     params = data.get("params") if isinstance(data, dict) else None
     if params is None:
-        raise PresetError(f"preset file {os.fspath(path)!r} has no 'params' object")
+        raise PresetError(f"{where} has no 'params' object")
+    _check_header(data, where)
     return preset_from_dict(params)

@@ -8,6 +8,7 @@ uniformity of sampled presets, and the json module for the preset files.
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -324,3 +325,78 @@ def test_bad_preset_files(tmp_path):
         P.load_preset(tmp_path / "short.json")
     with pytest.raises(PresetError, match=r"cannot be read.*[Ii]s a directory"):
         P.load_preset(tmp_path)
+
+
+def test_save_preset_never_writes_through_a_planted_tmp_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    path = tmp_path / "p.json"
+    os.symlink(victim, tmp_path / "p.json.tmp")
+    P.save_preset(path, P.DEFAULT_PARAMS01)
+    assert victim.read_text() == "precious"
+    np.testing.assert_array_equal(P.load_preset(path), P.load_preset(path))
+    assert not path.is_symlink()
+
+
+def test_concurrent_preset_writers_both_succeed_and_the_file_is_whole(tmp_path, monkeypatch):
+    """A second writer runs while the first is about to rename: with a shared temp name the
+    second truncates and moves the first's file and the first crashes."""
+    path = tmp_path / "p.json"
+    inner = random_preset(7)
+    outer = random_preset(8)
+    real_replace = os.replace
+    calls = []
+
+    def replace_with_a_writer_in_between(src, dst):
+        if not calls:
+            calls.append(src)
+            P.save_preset(path, inner)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_with_a_writer_in_between)
+    P.save_preset(path, outer)
+    monkeypatch.undo()
+    np.testing.assert_allclose(P.load_preset(path), outer, atol=1e-5)
+    assert os.listdir(tmp_path) == ["p.json"]
+
+
+def _preset_file(tmp_path, **fields) -> str:
+    data = {"format": "jaxsynth-preset", "version": 1, "params": P.preset_to_dict(P.DEFAULT_PARAMS01)}
+    data.update(fields)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_deeply_nested_preset_is_a_preset_error_not_recursion_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"params": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(PresetError, match=r"nested too deeply.*save_preset"):
+        P.load_preset(path)
+
+
+def test_boolean_is_not_a_number(tmp_path):
+    d = P.preset_to_dict(P.DEFAULT_PARAMS01)
+    d["filter.cutoff_hz"] = True
+    with pytest.raises(PresetError, match=r"filter\.cutoff_hz=True is a boolean, not a number"):
+        P.preset_from_dict(d)
+    with pytest.raises(PresetError, match=r"boolean"):
+        P.load_preset(_preset_file(tmp_path, params=d))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"format": "serum-preset"}, r"format 'serum-preset'.*expected 'jaxsynth-preset'"),
+    ({"format": 3}, r"format 3.*expected 'jaxsynth-preset'"),
+    ({"version": 999}, r"version 999.*supports version 1"),
+    ({"version": "1"}, r"version '1'.*supports version 1"),
+    ({"version": True}, r"version True.*supports version 1"),
+])
+def test_unknown_format_or_version_is_rejected(tmp_path, fields, match):
+    with pytest.raises(PresetError, match=match):
+        P.load_preset(_preset_file(tmp_path, **fields))
+
+
+def test_preset_without_format_and_version_is_accepted_as_hand_written(tmp_path):
+    path = tmp_path / "hand.json"
+    path.write_text(json.dumps({"params": P.preset_to_dict(P.DEFAULT_PARAMS01)}))
+    np.testing.assert_allclose(P.load_preset(path), P.snap(P.DEFAULT_PARAMS01), atol=1e-5)
