@@ -22,6 +22,8 @@ from typing import Callable
 import jax
 import numpy as np
 
+from jaxsynth.io import atomic_write
+
 RESULTS_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
@@ -124,10 +126,7 @@ def max_rss_mb() -> float:
 def write_json(path: str, obj) -> None:
     """Write ``obj`` as JSON atomically (temp file, then rename): a run killed mid-write keeps
     the previous file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 def write_sections(sections: dict[str, str], path: str = RESULTS_MD) -> None:
@@ -141,7 +140,4 @@ def write_sections(sections: dict[str, str], path: str = RESULTS_MD) -> None:
             current = pattern.sub(lambda _: block, current, count=1)
         else:
             current = current.rstrip() + "\n\n" + block
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(current.rstrip() + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, current.rstrip() + "\n")

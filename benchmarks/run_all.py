@@ -148,6 +148,8 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from jaxsynth.io import atomic_path
+
     fig, ax = plt.subplots(figsize=(10, 6.5))
     colors, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>p"
     for i, (label, pts) in enumerate(sorted(series(results).items())):
@@ -165,10 +167,11 @@ def plot(results: dict, path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _fmt(x, spec=",.0f") -> str:

@@ -27,7 +27,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+
+from jaxsynth.io import atomic_path
 
 CREPE_SAMPLE_RATE = 16000
 WINDOW_SIZE = 1024
@@ -206,16 +207,8 @@ def _sha256(path: Path) -> str:
 
 def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _read_cache(path: Path, model: str) -> dict[str, np.ndarray] | None:

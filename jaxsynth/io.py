@@ -17,7 +17,7 @@ import operator
 import os
 import secrets
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -97,11 +97,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         data = data.encode("utf-8")
     elif not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"atomic_write takes bytes or str, got {type(data).__name__}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 class AudioFileError(ValueError):
