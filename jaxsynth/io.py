@@ -30,6 +30,8 @@ WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 DEFAULT_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24"}
 SILENCE_DBFS = -90.0  # just below one 16-bit LSB (-90.3 dBFS): nothing a 16-bit file can carry
 RESAMPLE_QUALITY = "VHQ"
+READ_BLOCK_FRAMES = 1 << 16  # decoded per step: 1 MiB of float64 stereo
+SHORT_FRACTION = 0.5  # a file under this fraction of the requested length is mostly padding
 
 
 def _fsync_dir(directory: str) -> None:
@@ -214,6 +216,60 @@ def _check_readable(path: str) -> str:
     return ext
 
 
+def _read_block(f: sf.SoundFile, frames: int, path: str, ext: str) -> np.ndarray:
+    try:
+        return f.read(frames, dtype="float64", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as err:
+        raise _decode_error(path, ext, err) from err
+
+
+def _check_finite(block: np.ndarray, offset: int, file_rate: int, path: str) -> None:
+    bad = ~np.isfinite(block)
+    if bad.any():
+        first = offset + int(np.argmax(bad.any(axis=1)))
+        raise AudioFileError(f"{path}: contains {int(bad.sum())} NaN/Inf samples (first at frame "
+                             f"{first}, {first / file_rate:.3f} s); such a float file cannot be "
+                             "analysed. Fix the program that wrote it, or replace the values "
+                             "(e.g. numpy.nan_to_num) and save it again.")
+
+
+def _decode_mono(path: str, ext: str, sample_rate: int,
+                 num_samples: int | None) -> tuple[np.ndarray, int, int, int]:
+    """Decode block by block into mono float64 at ``sample_rate``, stopping as soon as
+    ``num_samples`` output samples exist (all of the file when None).
+
+    Memory is one block plus the output, whatever the file's length. Resampling streams
+    through soxr, whose output does not depend on the block boundaries (identical to resampling
+    the whole file at once), and stops before the flush, so the first ``num_samples`` are the
+    same as from the whole file. Returns (mono, frames decoded, file rate, channels).
+    """
+    try:
+        f = sf.SoundFile(path)
+    except (sf.SoundFileError, RuntimeError) as err:
+        raise _decode_error(path, ext, err) from err
+    with f:
+        file_rate, channels = f.samplerate, f.channels
+        stream = (None if file_rate == sample_rate else
+                  soxr.ResampleStream(file_rate, sample_rate, 1, dtype="float64",
+                                      quality=RESAMPLE_QUALITY))
+        parts, have, frames = [], 0, 0
+        while num_samples is None or have < num_samples:
+            want = READ_BLOCK_FRAMES
+            if stream is None and num_samples is not None:
+                want = min(want, num_samples - have)
+            block = _read_block(f, want, path, ext)
+            _check_finite(block, frames, file_rate, path)
+            frames += block.shape[0]
+            mono = block.mean(axis=1)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=block.shape[0] == 0)
+            parts.append(mono)
+            have += mono.size
+            if block.shape[0] == 0:
+                break
+    return np.concatenate(parts), frames, file_rate, channels
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int,
                num_samples: int | None = None) -> Float[np.ndarray, "samples"]:
     """Read an audio file as mono float32 at ``sample_rate``, optionally of fixed length.
@@ -232,10 +288,15 @@ def load_audio(path: str | os.PathLike, sample_rate: int,
     the start of the file, because sound matching needs a note's onset; a shorter file is
     zero-padded at the end. No onset detection or silence trimming is done, so the result
     is predictable: sample 0 of the file is sample 0 of the result. With ``num_samples=None``
-    the natural length (about frames * sample_rate / file_rate) is returned.
+    the natural length (about frames * sample_rate / file_rate) is returned. Only the frames
+    needed for ``num_samples`` are decoded (plus the resampler's look-ahead), block by block, so
+    a 20-minute file costs no more memory than a 1-second one; NaN/Inf are looked for in those
+    frames only.
 
     Warns ``AudioWarning`` (and still returns the audio) when the result is silent: peak below
-    ``SILENCE_DBFS`` (-90 dBFS). Raises ``AudioFileError`` for any unusable file.
+    ``SILENCE_DBFS`` (-90 dBFS), or when the file gives less than ``SHORT_FRACTION`` (half) of
+    ``num_samples``, so that the rest is zero padding. Raises ``AudioFileError`` for any
+    unusable file.
     """
     path = os.fspath(path)
     sample_rate = _positive_int(sample_rate, "sample_rate")
@@ -243,31 +304,20 @@ def load_audio(path: str | os.PathLike, sample_rate: int,
         num_samples = _positive_int(num_samples, "num_samples")
     ext = _check_readable(path)
 
-    try:
-        data, file_rate = sf.read(path, dtype="float64", always_2d=True)
-    except (sf.SoundFileError, RuntimeError) as err:
-        raise _decode_error(path, ext, err) from err
-
-    frames, channels = data.shape
+    mono, frames, file_rate, channels = _decode_mono(path, ext, sample_rate, num_samples)
     if frames == 0:
         raise AudioFileError(f"{path}: contains no audio frames (a readable header but 0 "
                              "samples); the recording was cut off or never made. Re-export it.")
-    bad = ~np.isfinite(data)
-    if bad.any():
-        first = int(np.argmax(bad.any(axis=1)))
-        raise AudioFileError(f"{path}: contains {int(bad.sum())} NaN/Inf samples (first at frame "
-                             f"{first}, {first / file_rate:.3f} s); such a float file cannot be "
-                             "analysed. Fix the program that wrote it, or replace the values "
-                             "(e.g. numpy.nan_to_num) and save it again.")
-
-    mono = data.mean(axis=1)
-    if file_rate != sample_rate:
-        mono = soxr.resample(mono, file_rate, sample_rate, quality=RESAMPLE_QUALITY)
-        if mono.size == 0:
-            raise AudioFileError(f"{path}: too short to resample: {frames} frame(s) at "
-                                 f"{file_rate} Hz give no sample at {sample_rate} Hz.")
+    if mono.size == 0:
+        raise AudioFileError(f"{path}: too short to resample: {frames} frame(s) at "
+                             f"{file_rate} Hz give no sample at {sample_rate} Hz.")
     if num_samples is not None:
         mono = mono[:num_samples]
+        if mono.size < SHORT_FRACTION * num_samples:
+            warnings.warn(f"{path}: only {mono.size} samples ({mono.size / sample_rate:.3f} s) "
+                          f"of audio, zero-padded to {num_samples} ({num_samples / sample_rate:.3f}"
+                          " s); most of the match will be against silence. Use a longer "
+                          "recording or match a shorter duration.", AudioWarning, stacklevel=2)
         if mono.size < num_samples:
             mono = np.pad(mono, (0, num_samples - mono.size))
     audio = mono.astype(np.float32)

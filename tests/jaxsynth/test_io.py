@@ -13,6 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from scipy.signal import resample_poly
 
 from jaxsynth import io as jio
@@ -169,10 +170,60 @@ def test_long_file_gives_first_num_samples(tmp_path):
 def test_short_file_is_zero_padded_at_end(tmp_path):
     x = np.random.default_rng(5).uniform(-1, 1, 300).astype(np.float32)
     sf.write(tmp_path / "x.wav", x, SR, subtype="FLOAT")
-    y = load_audio(tmp_path / "x.wav", SR, num_samples=1000)
+    with pytest.warns(AudioWarning, match=r"only 300 samples.*zero-padded to 1000"):
+        y = load_audio(tmp_path / "x.wav", SR, num_samples=1000)
     assert y.shape == (1000,) and y.dtype == np.float32
     np.testing.assert_array_equal(y[:300], x)
     np.testing.assert_array_equal(y[300:], 0.0)
+
+
+def test_one_sample_file_warns_that_the_match_is_mostly_padding(tmp_path):
+    sf.write(tmp_path / "one.wav", np.array([0.5], np.float32), SR, subtype="FLOAT")
+    with pytest.warns(AudioWarning, match=r"one\.wav: only 1 samples \(0\.000 s\).*zero-padded "
+                      r"to 11025 \(0\.500 s\).*longer recording or match a shorter duration"):
+        y = load_audio(tmp_path / "one.wav", SR, num_samples=SR // 2)
+    assert y.shape == (SR // 2,) and y[0] == 0.5
+
+
+def test_file_over_half_the_length_does_not_warn(tmp_path):
+    sf.write(tmp_path / "x.wav", tone(SR, seconds=0.3), SR, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_audio(tmp_path / "x.wav", SR, num_samples=SR // 2)
+
+
+class CountingSoundFile(sf.SoundFile):
+    """soundfile.SoundFile that counts the frames decoded by every instance."""
+
+    decoded = 0
+
+    def read(self, frames=-1, *args, **kwargs):
+        out = super().read(frames, *args, **kwargs)
+        CountingSoundFile.decoded += len(out)
+        return out
+
+
+@pytest.mark.parametrize("ext, file_rate", [(".wav", SR), (".wav", 44100), (".flac", 48000),
+                                            (".ogg", 44100)])
+def test_long_file_decodes_only_the_frames_needed(tmp_path, monkeypatch, ext, file_rate):
+    """A 20 s stereo file matched over 0.5 s: decoding stops within one 65,536-frame block of
+    the 0.5 s, and the result equals resampling the whole file."""
+    seconds = 20.0
+    x = np.random.default_rng(11).uniform(-0.5, 0.5, (int(seconds * file_rate), 2))
+    path = tmp_path / f"long{ext}"
+    sf.write(path, x.astype(np.float32), file_rate)
+    whole, _ = sf.read(path, dtype="float64")
+    expected = whole.mean(axis=1)
+    if file_rate != SR:
+        expected = soxr.resample(expected, file_rate, SR, quality=jio.RESAMPLE_QUALITY)
+    expected = expected[:SR // 2].astype(np.float32)
+
+    monkeypatch.setattr(jio.sf, "SoundFile", CountingSoundFile)
+    CountingSoundFile.decoded = 0
+    y = load_audio(path, SR, num_samples=SR // 2)
+    needed = int(np.ceil(0.5 * file_rate))
+    assert CountingSoundFile.decoded <= min(needed + 2**16, len(x) // 5)
+    np.testing.assert_array_equal(y, expected)
 
 
 def test_num_samples_counts_output_rate_samples_after_resampling(tmp_path):
