@@ -254,15 +254,26 @@ def _check_render_args(params01, note, velocity, note_length_s, batch: int | Non
 
 
 def _key_of(key):
-    if isinstance(key, int):
-        raise TypeError("render needs a JAX PRNG key (jax.random.key(seed)), not an int")
+    """The render key, or a TypeError naming what was passed and how to make a key."""
+    if key is None or isinstance(key, (int, float, np.integer, np.floating)):
+        raise TypeError(f"render needs a JAX PRNG key (jax.random.key(seed)), not "
+                        f"{type(key).__name__}; for a batch pass jax.random.split(key, batch)")
     return key
+
+
+def _sanitize_note_args(note, velocity, note_length_s, cfg: SynthConfig):
+    """Inside-jit guard for the note arguments, as ``params.sanitize`` is for the preset:
+    NaN -> the default (note 60, velocity 1, ``cfg.default_note_length_s``), the rest clipped
+    to note [0, 127], velocity [0, 1], note length >= 0 (+Inf: the note is held to the end)."""
+    fix = lambda v, default: jnp.where(jnp.isnan(v), default, v)
+    return (jnp.clip(fix(note, 60.0), 0.0, 127.0), jnp.clip(fix(velocity, 1.0), 0.0, 1.0),
+            jnp.maximum(fix(note_length_s, cfg.default_note_length_s), 0.0))
 
 
 @partial(jax.jit, static_argnames="cfg")
 def _render_batch_jit(params01, keys, cfg, note, velocity, note_length_s):
-    audio = _render_time_major(P.sanitize(params01), keys, cfg, jnp.clip(note, 0.0, 127.0),
-                               jnp.clip(velocity, 0.0, 1.0), jnp.maximum(note_length_s, 0.0))
+    audio = _render_time_major(P.sanitize(params01), keys, cfg,
+                               *_sanitize_note_args(note, velocity, note_length_s, cfg))
     return audio.T
 
 
@@ -277,7 +288,8 @@ def render(params01: Float[Array, "n_params"], key: Array, config: SynthConfig =
     (default: ``config.default_note_length_s``).
 
     Called with concrete arrays it validates its input and raises a clear error for NaN,
-    out-of-range values or a wrong shape; under jit/vmap/grad it clips instead (NaN -> default).
+    out-of-range values or a wrong shape; under jit/vmap/grad it clips instead (NaN -> default),
+    for the preset as for ``note`` (60), ``velocity`` (1) and ``note_length_s`` (the default).
     """
     if note_length_s is None:
         note_length_s = config.default_note_length_s
@@ -296,6 +308,11 @@ def render_batch(params01: Float[Array, "batch n_params"], keys: Array,
     A sound rendered in a batch equals the same sound rendered alone."""
     if note_length_s is None:
         note_length_s = config.default_note_length_s
+    if not isinstance(params01, jax.Array):
+        params01 = np.asarray(params01, np.float32)
+    if params01.ndim != 2 or params01.shape[0] == 0:
+        raise P.PresetError(f"render_batch takes presets of shape (batch, {P.N_PARAMS}) with "
+                            f"batch >= 1, got {params01.shape}; for one preset use render")
     b = params01.shape[0]
     if _is_concrete(params01, note, velocity, note_length_s):
         _check_render_args(params01, note, velocity, note_length_s, batch=b)

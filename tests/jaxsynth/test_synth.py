@@ -411,3 +411,35 @@ def test_traced_render_sanitizes_instead_of_raising(grads):
     _, (_, audio_fixed) = fn(jnp.asarray(fixed), keys)
     assert np.all(np.isfinite(np.asarray(audio_bad)))
     np.testing.assert_array_equal(np.asarray(audio_bad), np.asarray(audio_fixed))
+
+
+def test_traced_render_replaces_nan_note_velocity_and_length_by_their_defaults():
+    # Before the guard one NaN note, velocity or note length made the whole clip NaN under jit.
+    fn = jax.jit(lambda n, v, l: render(jnp.asarray(P.DEFAULT_PARAMS01), jax.random.key(3), CFG,
+                                        note=n, velocity=v, note_length_s=l))
+    default = np.asarray(fn(60.0, 1.0, CFG.default_note_length_s))
+    for args in ((np.nan, 1.0, CFG.default_note_length_s), (60.0, np.nan, CFG.default_note_length_s),
+                 (60.0, 1.0, np.nan)):
+        audio = np.asarray(fn(*map(np.float32, args)))
+        assert np.all(np.isfinite(audio)), args
+        np.testing.assert_array_equal(audio, default, err_msg=str(args))
+    held = np.asarray(fn(np.float32(60.0), np.float32(1.0), np.float32(np.inf)))
+    assert np.all(np.isfinite(held)) and np.max(np.abs(held)) > 0.1
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda k: render_batch([list(P.DEFAULT_PARAMS01)] * 2, jax.random.split(k, 2)), None, None),
+    (lambda k: render_batch(np.zeros((0, P.N_PARAMS), np.float32), jax.random.split(k, 0)),
+     PresetError, r"batch >= 1, got \(0, 33\)"),
+    (lambda k: render(P.DEFAULT_PARAMS01, None), TypeError, r"PRNG key.*not NoneType"),
+    (lambda k: render_batch(P.DEFAULT_PARAMS01[None], None), TypeError, r"PRNG key.*split"),
+])
+def test_lists_empty_batches_and_missing_keys_get_clear_answers(call, exc, match):
+    # A Python list of presets renders like the array (it raised AttributeError); an empty
+    # batch (ZeroDivisionError) and key=None (a TypeError from indexing None) name the fix.
+    if exc is None:
+        audio = np.asarray(call(jax.random.key(0)))
+        assert audio.shape == (2, T) and np.all(np.isfinite(audio))
+        return
+    with pytest.raises(exc, match=match):
+        call(jax.random.key(0))
