@@ -52,6 +52,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxsynth.loudness import (ABSOLUTE_GATE_LUFS, LUFS_OFFSET_DB, RELATIVE_GATE_LU,  # noqa: F401
+                               _loudness_lufs, check_audio, is_traced,
                                k_weight, k_weighting_coeffs, k_weighting_impulse_response,
                                loudness_blocks, loudness_lufs)
 from jaxsynth.loudness import loudness_gain_db as _gain_to_reference_db
@@ -255,6 +256,10 @@ def stft_power(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
     Power (not magnitude) is returned: it is smooth everywhere, so gradients stay finite at
     silence; take ``sqrt(max(power, eps))`` for a magnitude.
     """
+    return _stft_power(check_audio(audio, "stft_power"), n_fft, hop, pad_mode, dft)
+
+
+def _stft_power(audio, n_fft: int, hop: int, pad_mode: str = "reflect", dft: str = "fft"):
     frames = _frames(audio, n_fft, hop, pad_mode)
     if dft == "matmul":
         cos_m, sin_m = _dft_matrices(n_fft)
@@ -342,17 +347,18 @@ def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureC
     by log-mel, MFCC, centroid and the MR-STFT term at that resolution. (Scaling the clip
     before the STFTs is cheaper than scaling the ~90k power bins after them.)
     """
+    check_audio(audio, "analyze")
     if audio.shape[-1] != cfg.num_samples:
         raise ValueError(f"analyze: audio has {audio.shape[-1]} samples, FeatureConfig expects "
                          f"{cfg.num_samples} (sample_rate * duration_s); pad/trim or change cfg")
-    loud = loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs, cfg.k_weighting)
+    loud = _loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs, cfg.k_weighting)
     gain_db = loudness_gain_db(loud, cfg)
     normalized = audio * (10.0 ** (gain_db / 20.0))[..., None]
 
     powers = {}
     for n_fft, hop in ((cfg.n_fft, cfg.hop_length),) + cfg.mrstft_resolutions:
         if (n_fft, hop) not in powers:
-            powers[n_fft, hop] = stft_power(normalized, n_fft, hop, cfg.pad_mode, cfg.dft)
+            powers[n_fft, hop] = _stft_power(normalized, n_fft, hop, cfg.pad_mode, cfg.dft)
     main_power = powers[cfg.n_fft, cfg.hop_length]
     mel_db = power_to_db(mel_power(main_power, cfg), cfg.log_floor_db)
     return Features(

@@ -24,6 +24,34 @@ ABSOLUTE_GATE_LUFS = -70.0  # BS.1770-4 gamma_a
 RELATIVE_GATE_LU = -10.0  # BS.1770-4 gamma_r offset
 
 
+def is_traced(x) -> bool:
+    """True inside jit/vmap/grad, where a check would cost time and cannot raise."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+
+
+def check_audio(audio, caller: str):
+    """Public-boundary check of concrete audio for the analysis functions (loudness, features,
+    losses): a floating dtype and finite samples. One NaN sample makes every spectral bin,
+    the loudness and so every loss term NaN; integer PCM (int16) would be analysed at 32768x
+    its level. Traced audio passes unchecked (the compiled path stays as fast as before).
+    Returns ``audio`` unchanged."""
+    if is_traced(audio):
+        return audio
+    if not hasattr(audio, "dtype"):
+        audio = np.asarray(audio)
+    dtype = np.dtype(audio.dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"{caller}: audio must be floating point in [-1, 1], got dtype {dtype}; "
+                        "convert PCM first, e.g. x.astype(np.float32) / 32768 for int16")
+    finite = jnp.isfinite(audio) if isinstance(audio, jax.Array) else np.isfinite(np.asarray(audio))
+    if not bool(finite.all()):
+        bad = np.argwhere(~np.asarray(finite))
+        raise ValueError(f"{caller}: audio has {len(bad)} NaN/Inf sample(s), first at index "
+                         f"{tuple(int(i) for i in bad[0])}; one would make every feature and loss "
+                         "term NaN. Replace them (np.nan_to_num) or fix the source")
+    return audio if isinstance(audio, jax.Array) else jnp.asarray(audio)
+
+
 def k_weighting_coeffs(sample_rate: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """BS.1770-4 K-weighting as two biquads ((b, a) high-shelf, (b, a) high-pass) for any rate.
 
@@ -119,6 +147,10 @@ def k_weight(audio: Float[Array, "*batch samples"], sample_rate: int,
     11,025-step sequential loop, which matters on accelerators. On the 2-core CPU neither
     wins at every batch size (benchmarks/RESULTS.md, "Features and losses").
     """
+    return _k_weight(check_audio(audio, "k_weight"), sample_rate, method)
+
+
+def _k_weight(audio, sample_rate: int, method: str = "fir"):
     if method == "scan":
         return _biquad_cascade(audio, k_weighting_coeffs(sample_rate))
     h = k_weighting_impulse_response(sample_rate)
@@ -146,9 +178,13 @@ def loudness_lufs(audio: Float[Array, "*batch samples"], sample_rate: int,
     sound still has a finite loudness and gradient. ``k_weighting`` selects the filter
     implementation (see ``k_weight``).
     """
+    return _loudness_lufs(check_audio(audio, "loudness_lufs"), sample_rate, floor_lufs, k_weighting)
+
+
+def _loudness_lufs(audio, sample_rate: int, floor_lufs: float = -100.0, k_weighting: str = "fir"):
     num_samples = audio.shape[-1]
     block, hop, n_blocks = loudness_blocks(num_samples, sample_rate)
-    weighted_sq = jnp.square(k_weight(audio, sample_rate, k_weighting))
+    weighted_sq = jnp.square(_k_weight(audio, sample_rate, k_weighting))
     if n_blocks == 1:
         block_ms = jnp.mean(weighted_sq[..., :block], axis=-1, keepdims=True)
     else:

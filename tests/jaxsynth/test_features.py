@@ -207,3 +207,24 @@ def test_config_is_hashable_and_validated():
         F.FeatureConfig(duration_s=0.02)
     with pytest.raises(ValueError, match="samples"):
         F.analyze(jnp.zeros(100), CFG)
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("analyze", lambda x: F.analyze(x, CFG)),
+    ("stft_power", lambda x: F.stft_power(x, 512, 128)),
+    ("stft_power", lambda x: F.log_mel(x, CFG)),
+    ("stft_power", lambda x: F.spectral_centroid_hz(x, CFG)),
+])
+def test_eager_features_reject_non_finite_and_integer_audio(name, fn):
+    # one NaN sample made every feature (and so every loss term) NaN, silently
+    x = np.stack([CLIP, CLIP])
+    x[1, 7] = np.inf
+    with pytest.raises(ValueError, match=rf"{name}: audio has 1 NaN/Inf sample\(s\), first at index \(1, 7\)"):
+        fn(x)
+    with pytest.raises(TypeError, match=rf"{name}: audio must be floating point.*int16"):
+        fn((CLIP * 32767).astype(np.int16))
+
+
+def test_traced_features_stay_unchecked():
+    x = jnp.asarray(CLIP).at[3].set(jnp.nan)
+    assert np.isnan(np.asarray(jax.jit(lambda a: F.analyze(a, CFG).log_mel)(x))).any()

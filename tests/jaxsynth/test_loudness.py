@@ -163,3 +163,23 @@ def test_features_reexports_the_loudness_functions():
     from jaxsynth import features as F
     assert F.loudness_lufs is L.loudness_lufs and F.k_weight is L.k_weight
     np.testing.assert_allclose(F.loudness_gain_db(jnp.array(-100.0), CFG), 40.0)
+
+
+@pytest.mark.parametrize("fn", [lambda x: L.loudness_lufs(x, SR), lambda x: L.k_weight(x, SR)])
+def test_eager_calls_reject_non_finite_and_integer_audio(fn):
+    x = CLIP.copy()
+    x[100] = np.nan
+    with pytest.raises(ValueError, match=r"1 NaN/Inf sample\(s\), first at index \(100,\)"):
+        fn(x)
+    with pytest.raises(ValueError, match=r"NaN/Inf"):
+        fn(jnp.asarray(x).at[5].set(jnp.inf))
+    with pytest.raises(TypeError, match=r"floating point.*int16.*32768"):
+        fn((CLIP * 32767).astype(np.int16))
+    # a list of floats is accepted as the array it stands for
+    np.testing.assert_allclose(fn(list(map(float, CLIP))), fn(CLIP), rtol=1e-6, atol=1e-6)
+
+
+def test_traced_calls_are_not_checked():
+    # inside jit nothing is checked (no host sync): NaN flows through as before
+    x = jnp.asarray(CLIP).at[100].set(jnp.nan)
+    assert np.isnan(float(jax.jit(lambda a: L.loudness_lufs(a, SR))(x)))
