@@ -16,6 +16,7 @@ import contextlib
 import operator
 import os
 import secrets
+import tempfile
 import warnings
 from collections.abc import Iterator
 
@@ -101,6 +102,40 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise TypeError(f"atomic_write takes bytes or str, got {type(data).__name__}")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+class OutputPathError(ValueError):
+    """An output folder that cannot be created or written; the message says what to do."""
+
+
+def check_output_dir(path: str | os.PathLike) -> str:
+    """Check, before any work is done, that ``path`` is a folder this process can write to,
+    or can be created as one; returns its absolute path.
+
+    The check is real, not ``os.access``: a probe file (or folder, where ``path`` does not
+    exist yet) is created and removed again, so nothing stays behind. Raises
+    ``OutputPathError`` naming the path, why it fails and what to do.
+    """
+    out = os.path.abspath(os.fspath(path))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputPathError(f"{out}: is a file, not a folder; give --out a folder path "
+                              "(it is created if missing)")
+    existing = out
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputPathError(f"{out}: cannot be created because {existing} is a file, not a "
+                              "folder; choose another --out")
+    try:
+        if existing == out:
+            os.remove(_create_temp(os.path.join(out, "write-probe")))
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".write-probe.", dir=existing))
+    except OSError as e:
+        where = "" if existing == out else f" (its nearest existing parent is {existing})"
+        raise OutputPathError(f"{out}: cannot write there{where}: {e.strerror or e}; choose a "
+                              "folder you can write to with --out") from None
+    return out
 
 
 class AudioFileError(ValueError):

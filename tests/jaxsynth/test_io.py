@@ -501,3 +501,26 @@ def test_atomic_write_never_writes_through_a_planted_symlink(tmp_path):
     jio.atomic_write(target, "new")
     assert victim.read_text() == "precious"
     assert target.read_text() == "new" and not target.is_symlink()
+
+
+# ---------------------------------------------------------------- output folders
+
+def test_check_output_dir_accepts_existing_and_creatable_folders_and_leaves_nothing(tmp_path):
+    assert jio.check_output_dir(tmp_path) == str(tmp_path)
+    assert jio.check_output_dir(tmp_path / "new" / "deeper") == str(tmp_path / "new" / "deeper")
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_output_dir_rejects_a_file_and_a_path_under_a_file(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(jio.OutputPathError, match=r"f\.txt: is a file, not a folder"):
+        jio.check_output_dir(tmp_path / "f.txt")
+    with pytest.raises(jio.OutputPathError, match=r"cannot be created because .*f\.txt is a file"):
+        jio.check_output_dir(tmp_path / "f.txt" / "out")
+    assert os.listdir(tmp_path) == ["f.txt"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_check_output_dir_rejects_an_unwritable_place():
+    with pytest.raises(jio.OutputPathError, match=r"/proc/x: cannot write there.*choose a folder"):
+        jio.check_output_dir("/proc/x")
