@@ -17,124 +17,12 @@ gets the I/O layer's ``AudioFileError`` message and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
-from dataclasses import dataclass
-
-import jax
-import numpy as np
 
 from agents import curriculum as C
-from agents.checkpoint import CheckpointError
-from agents.evaluate import MATCHERS, register_policy, takes_audio
-from agents.matchers import MatchConfig, MatchResult, render_params, target_features_of_audio
-from jaxsynth import params as P
-from jaxsynth.io import AudioFileError, load_audio, save_audio
-from jaxsynth.losses import LossTerms
-from jaxsynth.synth import SynthConfig
-
-POLICY_METHODS = ("sac", "sac+cmaes")
-METHODS = ("cmaes", "grad", "random") + POLICY_METHODS
-
-
-@dataclass(frozen=True)
-class MatchJob:
-    target: str
-    out_dir: str
-    method: str = "cmaes"
-    budget: int = 512
-    seed: int = 0
-    stage: int = C.N_STAGES - 1
-    duration_s: float = 0.5
-    policy: str | None = None  # sac_train run directory (--method sac / sac+cmaes)
-    policy_mode: str = "greedy"
-
-
-def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, object]:
-    """Load, match, and return (best params01, MatchResult, rendered audio, target features)."""
-    if job.method in POLICY_METHODS:
-        if job.policy is None:
-            raise ValueError(f"--method {job.method} needs a trained policy: pass --policy RUN_DIR, the "
-                             "--out of `python -m agents.sac_train` (or use cmaes, grad or random)")
-        register_policy(job.policy, job.policy_mode)
-    elif job.policy is not None:
-        raise ValueError(f"--policy is only used by --method {' or '.join(POLICY_METHODS)}")
-    if job.method not in MATCHERS:
-        raise ValueError(f"unknown method {job.method!r}; choose one of {sorted(MATCHERS)}")
-    cfg = MatchConfig(synth=SynthConfig(duration_s=job.duration_s))
-    audio = load_audio(job.target, cfg.synth.sample_rate, cfg.synth.num_samples)
-    target = target_features_of_audio(audio[None], cfg)
-    mask = C.stage_module_masks()[job.stage]
-    fn = MATCHERS[job.method]
-    extra = {"target_audio": audio[None]} if takes_audio(fn) else {}
-    res = fn(jax.random.key(job.seed), target, mask, job.budget, cfg, **extra)
-    best = np.asarray(res.best_params01[0])
-    rendered, _ = render_params(best[None], cfg)
-    return best, res, np.asarray(rendered[0]), target
-
-
-def ab_figure(path: str, target_log_mel, match_log_mel, terms: LossTerms, title: str) -> None:
-    """Target and match log-mel (dB, loudness-normalised) side by side, plus the loss terms."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1, 1, 0.8]})
-    lo = float(min(np.min(target_log_mel), np.min(match_log_mel)))
-    hi = float(max(np.max(target_log_mel), np.max(match_log_mel)))
-    for a, m, name in ((ax[0], target_log_mel, "target"), (ax[1], match_log_mel, "match")):
-        im = a.imshow(np.asarray(m).T, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
-        a.set_title(f"{name} log-mel (dB)")
-        a.set_xlabel("frame")
-        a.set_ylabel("mel band")
-    fig.colorbar(im, ax=ax[1])
-    names = [f for f in LossTerms._fields]
-    vals = [float(np.asarray(getattr(terms, f))[0]) for f in names]
-    ax[2].barh(names, vals, color="tab:blue")
-    for i, v in enumerate(vals):
-        ax[2].text(v, i, f" {v:.3g}", va="center", fontsize=8)
-    ax[2].set_title("loss terms (match vs target)")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_outputs(job: MatchJob, best, res: MatchResult, rendered, target) -> list[str]:
-    """Write all outputs into a temp folder, then move them into ``job.out_dir``."""
-    cfg = MatchConfig(synth=SynthConfig(duration_s=job.duration_s))
-    out = os.path.abspath(job.out_dir)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
-    try:
-        P.save_preset(os.path.join(tmp, "preset.json"), best)
-        save_audio(os.path.join(tmp, "match.wav"), rendered, cfg.synth.sample_rate)
-        _, feats = render_params(best[None], cfg)
-        ab_figure(os.path.join(tmp, "ab.png"), target.log_mel[0], feats.log_mel[0], res.best_terms,
-                  f"{os.path.basename(job.target)}: {job.method}, budget {job.budget}, "
-                  f"loss {float(res.best_loss[0]):.3f}")
-        summary = {"target": os.path.abspath(job.target), "method": job.method,
-                   "budget": job.budget, "seed": job.seed, "stage": job.stage, "policy": job.policy,
-                   "loss_terms": {f: float(np.asarray(getattr(res.best_terms, f))[0])
-                                  for f in LossTerms._fields},
-                   "trace_renders": [int(r) for r in res.trace_renders],
-                   "trace_loss": [float(v) for v in np.asarray(res.trace_loss[0])]}
-        with open(os.path.join(tmp, "match.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        names = sorted(os.listdir(tmp))
-        if not os.path.exists(out):
-            os.replace(tmp, out)
-        else:
-            for n in names:
-                os.replace(os.path.join(tmp, n), os.path.join(out, n))
-            os.rmdir(tmp)
-        return [os.path.join(out, n) for n in names]
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+from agents.evaluation.match_file import METHODS, MatchJob, match_file, write_outputs
+from agents.sac.checkpoint import CheckpointError
+from jaxsynth.io import AudioFileError
 
 
 def main(argv=None) -> int:

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import curriculum as C
-from agents.cmaes import cmaes_match
-from agents.matchers import MatchConfig, target_features_of_params
+from agents.search.cmaes import cmaes_match
+from agents.search.common import MatchConfig, target_features_of_params
 from jaxsynth import params as P
 from jaxsynth.synth import SynthConfig
 
@@ -57,14 +57,15 @@ def cmaes_rows(populations, targets, generations, repeats, cfg):
 
 
 def grad_cost(targets: int, candidates: int, repeats: int, cfg, stage: int = 0) -> dict:
-    """Cost of one ``grad_match`` step (``_grad_step``: value_and_grad + Adam over
+    """Cost of one ``grad_match`` step (``grad_step``: value_and_grad + Adam over
     ``targets x candidates`` starts) in forward evaluations of the same batch
     (``evaluate_candidates``, what CMA-ES and random search pay). The two are timed in
     alternation, ``repeats`` pairs after a compile call each, so that load drift on a shared
     machine hits both alike; wall and process CPU time (all threads) are both reported, and the
     ratio is the median of the per-pair ratios."""
     import optax
-    from agents.matchers import _grad_step, evaluate_candidates, free_indices
+    from agents.search.common import evaluate_candidates, free_indices
+    from agents.search.gradient import grad_step
     free_idx = free_indices(C.stage_module_masks()[stage])
     base01 = jnp.asarray(P.DEFAULT_PARAMS01, jnp.float32)
     x = jnp.asarray(C.heldout_presets(1, stage, targets * candidates)).reshape(targets, candidates, -1)
@@ -72,7 +73,7 @@ def grad_cost(targets: int, candidates: int, repeats: int, cfg, stage: int = 0) 
     xf = x[..., jnp.asarray(free_idx)]
     opt = optax.adam(0.05).init(xf)
     fwd = lambda: evaluate_candidates(x, tf, cfg).total
-    step = lambda: _grad_step(xf, opt, tf, base01, cfg, free_idx, 0.05)[0]
+    step = lambda: grad_step(xf, opt, tf, base01, cfg, free_idx, 0.05)[0]
     jax.block_until_ready(fwd())
     jax.block_until_ready(step())
     wall, cpu = {"fwd": [], "step": []}, {"fwd": [], "step": []}
@@ -114,7 +115,7 @@ def main(argv=None):
                                                    a.repeats, cfg):
             print(f"| {p} | {t} | {e} | {first:.1f} | {run:.2f} | {rate:,.0f} |", flush=True)
     if a.grad_cost or a.grad_only:
-        print(f"\ngradient step (grad_match's _grad_step) vs forward evaluation of the same batch, "
+        print(f"\ngradient step (grad_match's grad_step) vs forward evaluation of the same batch, "
               f"{a.repeats} alternating pairs, medians:\n")
         print("| stage | targets x starts | forward wall (ms) | step wall (ms) | ratio wall "
               "| forward CPU (ms) | step CPU (ms) | ratio CPU |")

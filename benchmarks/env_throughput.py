@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agents import curriculum as C  # noqa: E402
 from agents import env as E  # noqa: E402
-from agents import target_bank as TB  # noqa: E402
+from agents.env import target_bank as TB  # noqa: E402
 from benchmarks.common import (RESULTS_MD, compile_jit, device_peak_bytes, load_avg,  # noqa: E402
                                max_rss_mb, metadata, metadata_lines, time_calls, write_json,
                                write_sections)

@@ -2,7 +2,7 @@
 (+ updates) vs a host Python loop over the same jitted one-step program.
 
 Per number of envs, the same work -- K env steps of ``n_envs`` envs, each followed by
-``updates_per_step`` SAC updates (``agents.sac.make_trainer``'s chunk, the body of the fused
+``updates_per_step`` SAC updates (``agents.sac.trainer.make_trainer``'s chunk, the body of the fused
 ``sac.make_train``) -- is run three ways:
 
 * ``fused``: one call of the chunk compiled with ``steps_per_eval = K`` (one ``lax.scan``);
@@ -37,8 +37,9 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents import sac  # noqa: E402
-from agents import sac_train as T  # noqa: E402
+from agents.sac import trainer as sac  # noqa: E402
+from agents.sac import run as T  # noqa: E402
+from agents.sac.config import TrainConfig  # noqa: E402
 from benchmarks.common import (RESULTS_MD, compile_jit, load_avg, max_rss_mb, metadata,  # noqa: E402
                                metadata_lines, write_json, write_sections)
 
@@ -148,7 +149,7 @@ def main(argv=None) -> dict:
 
     meta = metadata(sys.argv[1:] if argv is None else argv, "benchmarks/train_throughput.py")
     t0 = time.perf_counter()
-    setup = T.Setup(T.TrainConfig(envs=max(a.envs), total_steps=a.steps, chunk_steps=a.steps,
+    setup = T.Setup(TrainConfig(envs=max(a.envs), total_steps=a.steps, chunk_steps=a.steps,
                                   updates_per_step=a.updates_per_step, bank_size=16, n_heldout=8,
                                   max_steps=4, duration_s=a.duration, shard=False))
     meta.update(setup_s=time.perf_counter() - t0, duration_s=a.duration, analysis="env.small_config",

@@ -14,7 +14,7 @@ batch vs single rendering), and the target's own parameters reach loss ~0.
 Memory: the cached ``Features`` hold the MR-STFT magnitudes of every resolution, about
 90,000 float32 values (~360 KB) per 0.5 s target with the default analysis; with the
 observation log-mel, MFCC and the rest one target takes 386 KB (``bytes_per_target``). The
-default bank (4 stages x 128 targets) is therefore 188 MiB; see agents/env.py for the choice
+default bank (4 stages x 128 targets) is therefore 188 MiB; see agents/env/environment.py for the choice
 of ``bank_size``.
 
 CREPE terms (issue 8): when ``config.loss_weights`` gives a CREPE term (``crepe_embedding`` or
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,15 +41,14 @@ from flax import struct
 from jaxtyping import Array, Float, Int
 
 from agents import curriculum as C
+from agents.env.config import EnvConfig
+from agents.rendering import RENDER_STREAM, render_analyze, render_analyze_chunked
 from jaxsynth import params as P
-from jaxsynth.features import Features, analyze
+from jaxsynth.features import Features
 from jaxsynth.losses import LossWeights, matching_loss
 from jaxsynth.synth import render_batch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from agents.env import EnvConfig
-
-_TARGET_STREAM, _START_STREAM, _RENDER_STREAM = 1, 2, 3
+_TARGET_STREAM, _START_STREAM = 1, 2  # fold_in tags (the render key: agents.rendering)
 
 
 @struct.dataclass
@@ -94,7 +93,7 @@ class TargetBank:
         if self.perceptual is None:
             raise ValueError("this TargetBank has no cached CREPE features: it was built with both "
                              "CREPE loss weights at 0 (or by code that does not cache them); build it "
-                             "with agents.target_bank.build_bank under the env's EnvConfig")
+                             "with agents.env.target_bank.build_bank under the env's EnvConfig")
         return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[flat_index], self.perceptual)
 
 
@@ -114,7 +113,7 @@ def perceptual_on(weights: LossWeights) -> bool:
     return weights.crepe_embedding != 0 or weights.pitch_posterior_cents != 0
 
 
-def perceptual_config(config: "EnvConfig"):
+def perceptual_config(config: EnvConfig):
     """The env's ``perceptual.PerceptualConfig`` (``config.perceptual``, default: CREPE tiny at
     the synth's sample rate), checked against the synth's sample rate."""
     from jaxsynth import perceptual as PE  # noqa: PLC0415  (only when the CREPE terms are on)
@@ -126,30 +125,13 @@ def perceptual_config(config: "EnvConfig"):
     return pcfg
 
 
-@partial(jax.jit, static_argnames=("synth", "features", "note", "velocity"))
-def _analyze_chunk_jit(params01, render_key, synth, features, note, velocity):
-    keys = jax.vmap(lambda _: render_key)(jnp.arange(params01.shape[0]))
-    feats = analyze(render_batch(params01, keys, synth, note=note, velocity=velocity), features)
-    return level_log_mel(feats), feats
-
-
-def _analyze_chunk(params01, render_key, config: "EnvConfig"):
-    """Static arguments are only the render/analysis settings, so configs that differ in
-    anything else (bank size, init, ...) share one compilation."""
-    return _analyze_chunk_jit(params01, render_key, config.synth, config.features, config.note,
-                              config.velocity)
-
-
-def render_features(params01: np.ndarray, render_key: Array, config: "EnvConfig"):
-    """Render and analyse presets (n, N_PARAMS) in fixed-size chunks (one compilation):
-    returns (log_mel (n, frames, n_mels), Features with leading axis n) as NumPy arrays."""
-    x = P.validate_params01(params01)
-    n, chunk = x.shape[0], config.build_chunk
-    pad = (-n) % chunk
-    x = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
-    outs = [jax.device_get(_analyze_chunk(jnp.asarray(x[i:i + chunk]), render_key, config))
-            for i in range(0, x.shape[0], chunk)]
-    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *outs)
+def render_features(params01: np.ndarray, render_key: Array, config: EnvConfig):
+    """Render and analyse presets (n, N_PARAMS) with the env's settings in fixed-size jitted
+    chunks (``agents.rendering.render_analyze_chunked``): (observation log-mel (n, frames,
+    n_mels), Features with leading axis n), NumPy."""
+    _, feats = render_analyze_chunked(params01, render_key, config.synth, config.features,
+                                      config.note, config.velocity, config.build_chunk)
+    return np.asarray(level_log_mel(feats)), feats
 
 
 @partial(jax.jit, static_argnames=("synth", "note", "velocity", "pcfg"))
@@ -159,7 +141,7 @@ def _perceptual_chunk_jit(params01, render_key, crepe_weights, synth, note, velo
     return PE.analyze(render_batch(params01, keys, synth, note=note, velocity=velocity), crepe_weights, pcfg)
 
 
-def render_perceptual(params01: np.ndarray, render_key: Array, config: "EnvConfig", crepe_weights: dict):
+def render_perceptual(params01: np.ndarray, render_key: Array, config: EnvConfig, crepe_weights: dict):
     """Render presets (n, N_PARAMS) as ``render_features`` does and return their CREPE
     ``PerceptualFeatures`` (leading axis n, NumPy), in fixed-size jitted chunks."""
     x = P.validate_params01(params01)
@@ -189,7 +171,7 @@ def _pairwise_loss(start_features: Features, target_features: Features, weights)
     return jax.lax.map(lambda s: jax.vmap(one, in_axes=(None, 0))(s, target_features), start_features)
 
 
-def build_bank(key: Array, config: "EnvConfig", targets: np.ndarray | None = None) -> TargetBank:
+def build_bank(key: Array, config: EnvConfig, targets: np.ndarray | None = None) -> TargetBank:
     """Render and analyse every stage's training targets and start presets once (host loop
     over fixed-size jitted chunks), then put the bank on the default device.
 
@@ -201,7 +183,7 @@ def build_bank(key: Array, config: "EnvConfig", targets: np.ndarray | None = Non
     if isinstance(key, int):
         raise TypeError("build_bank needs a JAX PRNG key (jax.random.key(seed)), not an int")
     n_stages = C.N_STAGES
-    render_key = jax.random.fold_in(key, _RENDER_STREAM)
+    render_key = jax.random.fold_in(key, RENDER_STREAM)
     if targets is None:
         targets = np.stack([C.training_presets(jax.random.fold_in(jax.random.fold_in(key, _TARGET_STREAM), s),
                                                s, config.bank_size) for s in range(n_stages)])
@@ -254,7 +236,7 @@ def build_bank(key: Array, config: "EnvConfig", targets: np.ndarray | None = Non
     )
 
 
-def build_heldout_bank(key: Array, config: "EnvConfig", seed: int, n: int) -> TargetBank:
+def build_heldout_bank(key: Array, config: EnvConfig, seed: int, n: int) -> TargetBank:
     """A bank whose targets are the held-out presets ``curriculum.heldout_presets(seed, s, n)``
     of every stage, with the same render key and start presets as ``build_bank(key, config)``:
     evaluate a policy on it with ``SynthMatchEnv.reset_to`` (never train on it)."""
@@ -262,10 +244,14 @@ def build_heldout_bank(key: Array, config: "EnvConfig", seed: int, n: int) -> Ta
     return build_bank(key, config, targets=targets)
 
 
-def bytes_per_target(config: "EnvConfig") -> int:
+def bytes_per_target(config: EnvConfig) -> int:
     """Device bytes one cached target takes (params, observation log-mel, all features)."""
-    shapes = jax.eval_shape(lambda p: _analyze_chunk(p, jax.random.key(0), config),
-                            jax.ShapeDtypeStruct((config.build_chunk, P.N_PARAMS), jnp.float32))
+    def observed(p):
+        _, feats = render_analyze(p, jax.random.key(0), config.synth, config.features, config.note,
+                                  config.velocity)
+        return level_log_mel(feats), feats
+
+    shapes = jax.eval_shape(observed, jax.ShapeDtypeStruct((config.build_chunk, P.N_PARAMS), jnp.float32))
     if perceptual_on(config.loss_weights):
         from jaxsynth import crepe as CR  # noqa: PLC0415
         pcfg = perceptual_config(config)

@@ -110,29 +110,14 @@ class MediaStore:
 def write_ab(directory: Path, stem: str, target_audio: np.ndarray, match_audio: np.ndarray,
              sample_rate: int, target_mel_db: np.ndarray, match_mel_db: np.ndarray,
              title: str = "") -> list[Path]:
-    """Target and match as FLAC (lossless, ~half of WAV) and a side-by-side log-mel PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Target and match as FLAC (lossless, ~half of WAV) and the A/B log-mel PNG
+    (``agents.plots.ab_figure``)."""
+    from agents.plots import ab_figure
     from jaxsynth.io import save_audio
 
     paths = [directory / f"{stem}_target.flac", directory / f"{stem}_match.flac",
              directory / f"{stem}_logmel.png"]
     save_audio(paths[0], np.asarray(target_audio, np.float32), sample_rate)
     save_audio(paths[1], np.asarray(match_audio, np.float32), sample_rate)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
-    vmin = float(min(target_mel_db.min(), match_mel_db.min()))
-    vmax = float(max(target_mel_db.max(), match_mel_db.max()))
-    for ax, mel, name in zip(axes, (target_mel_db, match_mel_db), ("target", "match")):
-        ax.imshow(np.asarray(mel).T, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma")
-        ax.set_title(name)
-        ax.set_xlabel("frame")
-    axes[0].set_ylabel("mel band")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    tmp = paths[2].with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, paths[2])
+    ab_figure(paths[2], target_mel_db, match_mel_db, title, dpi=80)
     return paths

@@ -1,5 +1,5 @@
 """A trained SAC policy as a sound matcher: load a ``python -m agents.sac_train`` run directory
-and drive ``agents.evaluate.policy_matcher`` with its actor.
+and drive ``agents.evaluation.registry.policy_matcher`` with its actor.
 
 Loading (``load_policy(run_dir)``): the newest checkpoint in ``run_dir/checkpoints`` is read with
 orbax; the run's ``TrainConfig`` is rebuilt from the checkpoint metadata (``metadata["config"]``
@@ -7,11 +7,11 @@ is ``TrainConfig.fingerprint()``: every field but ``total_steps``) and checked a
 the actor parameters of one seed (``seed_index``, default 0 of a ``--seeds N`` run) are restored
 (an orbax partial restore: the replay buffer and critics are not read). No ``Setup`` and no
 target bank is built: the observation needs only the env's render/analysis settings and the
-bank's render key, which is a pure function of the run's seed (``target_bank.build_bank``).
+bank's render key, which is a pure function of the run's seed (``agents.rendering.render_key``).
 
 Observation: exactly the training env's (``agents.env.Obs`` through
 ``synth_adapter.net_input``), computed with THAT run's env config (e.g. 0.15 s clips, a 32-mel
-analysis, loudness-levelled log-mels ``target_bank.level_log_mel``), never with the harness's
+analysis, loudness-levelled log-mels ``agents.env.level_log_mel``), never with the harness's
 features: the current preset is rendered with the env's synth config and the bank's render key;
 the target log-mel is the env analysis of the target rendered the same way when the target's
 preset is known (held-out sets), else of the first ``env duration`` seconds of the target audio
@@ -44,19 +44,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float
 
-from agents import checkpoint as ckpt
 from agents import curriculum as C
 from agents import env as E
-from agents import networks as nets
-from agents import sac
-from agents.sac_train import TrainConfig
-from agents.synth_adapter import net_input
-from agents.target_bank import _RENDER_STREAM, level_log_mel
+from agents.rendering import render_analyze_jit, render_key
+from agents.sac import checkpoint as ckpt
+from agents.sac import networks as nets
+from agents.sac import trainer as sac
+from agents.sac.config import TrainConfig
+from agents.sac.synth_adapter import net_input
 from jaxsynth import params as P
 from jaxsynth.features import analyze
-from jaxsynth.synth import render_batch
 
 MODES = ("greedy", "sample")
 TRAIN_HINT = ("train one with `PYTHONPATH=. python -m agents.sac_train --out RUN_DIR` and pass "
@@ -156,8 +155,7 @@ def load_policy(run_dir: str | os.PathLike, seed_index: int = 0) -> LoadedPolicy
             raise PolicyLoadError(f"checkpoint {step} in {ckpt_dir}: actor array of shape {np.shape(got)} "
                                   f"where {want.shape} (finite) was expected; {TRAIN_HINT}")
     params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[seed_index]), params)
-    render_key = jax.random.fold_in(jax.random.key(cfg.seed), _RENDER_STREAM)
-    return LoadedPolicy(str(run), cfg, env_cfg, actor, params, cfg.max_delta01(), render_key,
+    return LoadedPolicy(str(run), cfg, env_cfg, actor, params, cfg.max_delta01(), render_key(cfg.seed),
                         int(meta.get("chunk", step)), int(seed_index))
 
 
@@ -177,21 +175,16 @@ def env_log_mel(audio: Float[Array, "T samples"], pol: LoadedPolicy) -> Float[Ar
 
 @partial(jax.jit, static_argnames="env_cfg")
 def _analyze_env(audio, env_cfg):
-    return level_log_mel(analyze(audio, env_cfg.features))
-
-
-@partial(jax.jit, static_argnames="env_cfg")
-def _render_env(params01, render_key, env_cfg):
-    keys = jnp.broadcast_to(render_key, params01.shape[:1])
-    audio = render_batch(params01, keys, env_cfg.synth, note=env_cfg.note, velocity=env_cfg.velocity)
-    return level_log_mel(analyze(audio, env_cfg.features))
+    return E.level_log_mel(analyze(audio, env_cfg.features))
 
 
 def env_log_mel_of_params(params01: Float[Array, "T n_params"], pol: LoadedPolicy):
     """Env observation log-mel of presets rendered exactly as in training (env synth config,
     the bank's render key)."""
-    return _render_env(jnp.asarray(P.validate_params01(params01), jnp.float32), pol.render_key,
-                       pol.env_config)
+    cfg = pol.env_config
+    _, feats = render_analyze_jit(jnp.asarray(P.validate_params01(params01), jnp.float32), pol.render_key,
+                                  cfg.synth, cfg.features, cfg.note, cfg.velocity)
+    return E.level_log_mel(feats)
 
 
 @partial(jax.jit, static_argnames=("actor", "sample", "discrete"))
@@ -222,7 +215,7 @@ def actions(pol: LoadedPolicy, key, params01, current_mel, target_mel, module_ma
 
 
 class SACPolicy:
-    """The harness protocol of ``agents.evaluate.policy_matcher`` for a loaded policy."""
+    """The harness protocol of ``agents.evaluation.registry.policy_matcher`` for a loaded policy."""
 
     def __init__(self, pol: LoadedPolicy, mode: str = "greedy"):
         if mode not in MODES:

@@ -25,6 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.sac import networks as nets
+from agents.sac import replay
+from agents.sac.trainer import Adapter
+
 KINDS = ("constant", "obs_reward", "two_step", "truncated", "action")
 MODULE_REWARD = np.array([0.5, 0.0, 1.0], np.float32)
 DELTA_BEST = np.array([0.5, -0.3], np.float32)
@@ -99,3 +103,42 @@ def optimal_q(kind: str, obs, gamma: float):
     if kind == "truncated":
         return np.full(obs.shape[0], 1.0 / (1.0 - gamma))
     raise ValueError(f"optimal_q needs an action for kind {kind!r}")
+
+
+
+
+
+def probe_adapter(n_eval: int = 64) -> Adapter:
+    """Adapter for the probe environments (the probe kind lives in its ``ProbeParams``)."""
+    env = ProbeEnv()
+
+    def reset(keys, params):
+        return jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+
+    def step(keys, state, module, delta, params):
+        return jax.vmap(env.step, in_axes=(0, 0, 0, None))(keys, state, ProbeAction(module, delta),
+                                                           params)
+
+    def to_transition(obs, state, module, delta, reward, term, trunc, info, params):
+        return replay.Transition(obs, module, delta, reward, term, trunc, info["next_obs"])
+
+    def net_in(obs, params):
+        mask = jnp.broadcast_to(params.mask, obs.shape[:-1] + params.mask.shape)
+        return nets.NetObs(obs), mask
+
+    def evaluate(policy, key, params):
+        obs, state = reset(jax.random.split(key, n_eval), params)
+        module, delta = policy(*net_in(obs, params))
+        _, _, reward, _, _, _ = step(jax.random.split(key, n_eval), state, module, delta, params)
+        return {"heldout_median_loss": -jnp.median(reward), "heldout_mean_reward": jnp.mean(reward)}
+
+    example = replay.Transition(jnp.zeros(OBS_DIM), jnp.zeros((), jnp.int32),
+                                jnp.zeros(N_DELTA), jnp.zeros(()), jnp.zeros((), bool),
+                                jnp.zeros((), bool), jnp.zeros(OBS_DIM))
+    adapter = Adapter(
+        n_modules=N_MODULES, n_delta=N_DELTA, reset=reset, step=step,
+        to_transition=to_transition, net_input_obs=net_in, net_input_store=net_in,
+        evaluate=evaluate, stage_of=lambda p: jnp.zeros((), jnp.int32),
+        with_stage=lambda p, s: p, advance=lambda s, m, p: s,
+        step_metrics=lambda r, info: {"reward_mean": jnp.mean(r)}, example_transition=example)
+    return adapter

@@ -1,4 +1,4 @@
-"""Connects hybrid SAC (``agents.sac``) to the sound-matching environment (``agents.env``).
+"""Connects hybrid SAC (``agents.sac.trainer``) to the sound-matching environment (``agents.env``).
 
 What the buffer stores per transition is ``replay.SynthObsStore`` (current log-mel in a compact
 dtype, params01, target index, stage); ``net_input_store`` rebuilds the observation with
@@ -25,36 +25,16 @@ import numpy as np
 
 from agents import curriculum as C
 from agents import env as E
-from agents import networks as nets
-from agents import replay
-from agents.sac import Adapter
-from agents.target_bank import TargetBank, render_features
+from agents.sac import networks as nets
+from agents.sac import replay
+from agents.sac.trainer import Adapter
 from jaxsynth import params as P
-from jaxsynth.losses import matching_loss
 
 
 @flax.struct.dataclass
 class SynthTrainParams:
     env: E.EnvParams
-    heldout: TargetBank  # (n_stages, n_heldout, ...) held-out targets, same start presets
-
-
-def build_heldout_bank(env: E.SynthMatchEnv, env_params: E.EnvParams, seed: int,
-                       n_heldout: int) -> TargetBank:
-    """Render and analyse ``n_heldout`` held-out presets per stage once (host side)."""
-    cfg, bank = env.config, env_params.bank
-    presets = np.stack([C.heldout_presets(seed, s, n_heldout) for s in range(C.N_STAGES)])
-    mel, feat = render_features(presets.reshape(-1, P.N_PARAMS), bank.render_key, cfg)
-    per_stage = lambda x: jnp.asarray(x.reshape((C.N_STAGES, n_heldout) + x.shape[1:]))
-    feat = jax.tree.map(per_stage, feat)
-    starts = np.asarray(bank.start_params01[:, 0])  # (n_stages, N_PARAMS)
-    _, s_feat = render_features(starts, bank.render_key, cfg)
-    loss_fn = jax.jit(jax.vmap(jax.vmap(lambda s, t: matching_loss(s, t, cfg.loss_weights).total,
-                                        in_axes=(None, 0)), in_axes=(0, 0)))
-    start_loss = loss_fn(jax.tree.map(jnp.asarray, s_feat), feat)  # (n_stages, n_heldout)
-    return TargetBank(params01=jnp.asarray(presets, jnp.float32), log_mel=per_stage(mel), features=feat,
-                      start_params01=bank.start_params01[:, :1], start_log_mel=bank.start_log_mel[:, :1],
-                      start_loss=start_loss[:, None, :], render_key=bank.render_key)
+    heldout: E.TargetBank  # (n_stages, n_heldout, ...) held-out targets, same start presets
 
 
 def net_input(obs: E.Obs):

@@ -153,7 +153,7 @@ def test_project_imports_and_runs_without_torch(tmp_path):
     tests/agents/test_target_bank.py; the evaluation's NaN pitch column: test_evaluate.py.)"""
     code = ("import sys\nfor m in ('torch', 'torchcrepe', 'torchaudio'): sys.modules[m] = None\n"
             "import numpy as np, jaxsynth, jaxsynth.losses as L, jaxsynth.reward, jaxsynth.perceptual as P, jaxsynth.crepe as C\n"
-            "import agents.env, agents.target_bank, agents.evaluate, agents.cmaes, agents.match, agents.sac_train\n"
+            "import agents.env, agents.env.target_bank, agents.evaluate, agents.search.cmaes, agents.match, agents.sac_train, agents.sac.policy\n"
             "x = np.sin(np.arange(11025) * 0.1).astype('float32')\n"
             "print(float(L.matching_loss_audio(x, x * 0.5).total))\n"
             "try:\n    C.load_weights_numpy('tiny')\nexcept C.CrepeUnavailableError as e:\n    print('CLEAR', e)\n"

@@ -1,4 +1,4 @@
-"""Tests for agents/env.py: shapes/dtypes under vmap, no host callbacks, locked modules,
+"""Tests for agents/env/ (config, spaces, environment): shapes/dtypes under vmap, no host callbacks, locked modules,
 clipping and snapping, reward terms, the to-target action, no-ops, determinism, auto-reset,
 adaptive lambda, stage switching without recompilation, and bad actions.
 
@@ -15,8 +15,10 @@ import pytest
 
 from agents import curriculum as C
 from agents import env as E
-from agents.target_bank import build_bank
+from agents.env.target_bank import build_bank
+from agents.rendering import env_render_features
 from jaxsynth import params as P
+from jaxsynth.synth import SynthConfig
 
 CFG = E.small_config()
 ENV = E.SynthMatchEnv(CFG)
@@ -350,14 +352,14 @@ def test_make_params_and_config_validation(bank):
     with pytest.raises(ValueError, match="init"):
         E.small_config(init="randm")
     with pytest.raises(ValueError, match="duration_s"):
-        E.EnvConfig(synth=E.SynthConfig(duration_s=0.25))
+        E.EnvConfig(synth=SynthConfig(duration_s=0.25))
 
 
 @pytest.mark.slow
 def test_render_features_batches_under_nested_vmap(params):
     """The custom vmap rule flattens vmap-over-seeds of vmap-over-envs into one batch and
     agrees with the single-sound path."""
-    fn = E._render_features_fn(CFG.synth, CFG.features, CFG.note, CFG.velocity)
+    fn = env_render_features(CFG.synth, CFG.features, CFG.note, CFG.velocity)
     x = jnp.asarray(C.training_presets(jax.random.key(9), 3, 6)).reshape(2, 3, P.N_PARAMS)
     key = params.bank.render_key
     nested = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None)), in_axes=(0, None)))(x, key)

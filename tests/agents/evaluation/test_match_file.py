@@ -9,7 +9,7 @@ import numpy as np
 
 from agents import curriculum as C
 from agents.match import main
-from agents.matchers import MatchConfig, render_params
+from agents.search.common import MatchConfig, render_params
 from jaxsynth import params as P
 from jaxsynth.io import load_audio, save_audio
 from jaxsynth.synth import SynthConfig

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from agents import networks as nets
-from agents import sac
+from agents.sac import networks as nets
+from agents.sac import trainer as sac
 
 
 def test_masked_head_never_selects_locked_module():

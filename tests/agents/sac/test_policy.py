@@ -16,20 +16,22 @@ import pytest
 
 from agents import curriculum as C
 from agents import env as E
-from agents import checkpoint as ckpt
-from agents import networks as nets
-from agents import sac
-from agents import sac_train as T
-from agents.evaluate import policy_matcher
-from agents.matchers import MatchConfig, render_params
-from agents.policy import (PolicyLoadError, SACPolicy, actions, env_log_mel_of_params,
+from agents.evaluation.registry import policy_matcher
+from agents.sac import checkpoint as ckpt
+from agents.sac import networks as nets
+from agents.sac import run as sac_run
+from agents.sac import trainer as sac
+from agents.sac.config import RunOptions, TrainConfig
+from agents.sac.losses import init_sac_state
+from agents.search.common import MatchConfig, render_params
+from agents.sac.policy import (PolicyLoadError, SACPolicy, actions, env_log_mel_of_params,
                            load_policy)
-from agents.synth_adapter import net_input
+from agents.sac.synth_adapter import net_input
 from jaxsynth import params as P
 from jaxsynth.io import save_audio
 from jaxsynth.synth import SynthConfig
 
-CFG = T.TrainConfig(envs=8, seeds=2, total_steps=2, chunk_steps=2, updates_per_step=2, batch_size=16,
+CFG = TrainConfig(envs=8, seeds=2, total_steps=2, chunk_steps=2, updates_per_step=2, batch_size=16,
                     bank_size=4, n_heldout=4, max_steps=3, duration_s=0.1, hidden=(32, 32),
                     buffer_capacity=64)
 MCFG = MatchConfig(synth=SynthConfig(duration_s=0.25))
@@ -58,7 +60,7 @@ def trained(tmp_path_factory):
     obs, _ = env.reset_to(0, 0, ep)
     one = net_input(obs)
     keys = jax.random.split(jax.random.PRNGKey(3), CFG.seeds)
-    state = jax.vmap(lambda k: sac.init_sac_state(k, CFG.sac_config(), actor, critic, *one))(keys)
+    state = jax.vmap(lambda k: init_sac_state(k, CFG.sac_config(), actor, critic, *one))(keys)
     _save_run(out, state)
     return env, ep, state, out
 
@@ -70,7 +72,7 @@ def pol(trained):
 
 def test_loaded_actor_acts_like_the_runner_on_the_env_observation(trained, pol):
     env, ep, state, out = trained
-    assert pol.config == T.TrainConfig(**{**CFG.__dict__, "total_steps": CFG.chunk_steps})
+    assert pol.config == TrainConfig(**{**CFG.__dict__, "total_steps": CFG.chunk_steps})
     assert pol.chunk == 1 and pol.env_config == CFG.env_config()
     for s in range(CFG.seeds):  # every seed of a --seeds N run, seed 0 by default
         p = pol if s == 0 else load_policy(out, seed_index=s)
@@ -103,8 +105,8 @@ def test_loaded_actor_acts_like_the_runner_on_the_env_observation(trained, pol):
 
 @pytest.mark.slow  # trains a tiny run with sac_train.run: ~2 CPU-minutes of compilation
 def test_real_training_run_loads(tmp_path):
-    setup = T.Setup(CFG)
-    summary = T.run(CFG, T.RunOptions(out=str(tmp_path), progress=False, media=False, tensorboard=False),
+    setup = sac_run.Setup(CFG)
+    summary = sac_run.run(CFG, RunOptions(out=str(tmp_path), progress=False, media=False, tensorboard=False),
                     log=lambda *a: None, setup=setup)
     pol = load_policy(tmp_path, seed_index=1)
     for a, b in zip(jax.tree.leaves(pol.actor_params), jax.tree.leaves(summary["runner"].sac.actor)):

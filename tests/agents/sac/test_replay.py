@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import replay
+from agents.sac import replay
 from jaxsynth import params as P
 
 

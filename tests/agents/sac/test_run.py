@@ -7,24 +7,26 @@ import jax
 import numpy as np
 import pytest
 
-from agents import checkpoint as ckpt
-from agents import sac_train as T
-from agents.logging_utils import FILES_PER_ITEM, MediaStore, ScalarLogger
+from agents import sac_train
+from agents.sac import checkpoint as ckpt
+from agents.sac import run as sac_run
+from agents.sac.config import RunOptions, TrainConfig
+from agents.sac.logs import FILES_PER_ITEM, MediaStore, ScalarLogger
 
-CFG = T.TrainConfig(envs=32, total_steps=8, chunk_steps=4, updates_per_step=16, batch_size=64, bank_size=8,
+CFG = TrainConfig(envs=32, total_steps=8, chunk_steps=4, updates_per_step=16, batch_size=64, bank_size=8,
                     n_heldout=16, max_steps=3, duration_s=0.1, hidden=(64, 64), buffer_capacity=512, lr=1e-3)
 OPTS = dict(progress=False, media=False, tensorboard=False)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    return T.Setup(CFG)
+    return sac_run.Setup(CFG)
 
 
 @pytest.fixture(scope="module")
 def full_run(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    return T.run(CFG, T.RunOptions(out=str(out), **OPTS), log=lambda *a: None, setup=setup), out
+    return sac_run.run(CFG, RunOptions(out=str(out), **OPTS), log=lambda *a: None, setup=setup), out
 
 
 def test_short_training_improves_heldout_median_loss(full_run):
@@ -41,9 +43,9 @@ def test_short_training_improves_heldout_median_loss(full_run):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(setup, full_run, tmp_path):
-    half = T.TrainConfig(**{**CFG.__dict__, "total_steps": CFG.chunk_steps})
-    T.run(half, T.RunOptions(out=str(tmp_path), **OPTS), log=lambda *a: None, setup=setup)  # "killed" here
-    resumed = T.run(CFG, T.RunOptions(out=str(tmp_path), resume=True, **OPTS), log=lambda *a: None, setup=setup)
+    half = TrainConfig(**{**CFG.__dict__, "total_steps": CFG.chunk_steps})
+    sac_run.run(half, RunOptions(out=str(tmp_path), **OPTS), log=lambda *a: None, setup=setup)  # "killed" here
+    resumed = sac_run.run(CFG, RunOptions(out=str(tmp_path), resume=True, **OPTS), log=lambda *a: None, setup=setup)
     full = full_run[0]
     for a, b in zip(jax.tree.leaves(full["runner"].sac), jax.tree.leaves(resumed["runner"].sac)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -55,13 +57,13 @@ def test_existing_checkpoint_is_never_overwritten_and_corrupt_one_is_reported(fu
     ck = out / "checkpoints"
     before = sorted(p.name for p in ck.iterdir())
     with pytest.raises(ckpt.CheckpointError, match="--resume"):
-        T.run(CFG, T.RunOptions(out=str(out), **OPTS), log=lambda *a: None)
+        sac_run.run(CFG, RunOptions(out=str(out), **OPTS), log=lambda *a: None)
     assert sorted(p.name for p in ck.iterdir()) == before
-    other = T.TrainConfig(**{**CFG.__dict__, "encoder": "cnn"})
+    other = TrainConfig(**{**CFG.__dict__, "encoder": "cnn"})
     with pytest.raises(ckpt.CheckpointError, match="encoder"):
-        T.run(other, T.RunOptions(out=str(out), resume=True, **OPTS), log=lambda *a: None)
+        sac_run.run(other, RunOptions(out=str(out), resume=True, **OPTS), log=lambda *a: None)
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
-        T.run(CFG, T.RunOptions(out=str(tmp_path / "empty"), resume=True, **OPTS), log=lambda *a: None)
+        sac_run.run(CFG, RunOptions(out=str(tmp_path / "empty"), resume=True, **OPTS), log=lambda *a: None)
     # Corrupt copy: truncate every data file of the newest checkpoint.
     import shutil
     bad = tmp_path / "bad"
@@ -116,22 +118,22 @@ def test_scalar_logger_writes_jsonl_and_tensorboard(tmp_path):
     (["--max-delta", "0"], "--max-delta")])
 def test_cli_rejects_bad_flags(argv, msg, capsys):
     with pytest.raises(SystemExit):
-        T.parse_args(argv)
+        sac_train.parse_args(argv)
     assert msg in capsys.readouterr().err
 
 
 def test_cli_help_and_defaults():
-    help_text = T.build_parser().format_help()
+    help_text = sac_train.build_parser().format_help()
     for flag in ("--envs", "--seeds", "--total-steps", "--stage", "--encoder", "--seed", "--out", "--resume",
                  "--chunk-steps", "--no-progress", "--cmaes-targets", "--bc-steps", "--max-delta"):
         assert flag in help_text
-    cfg, opts = T.parse_args(["--envs", "4096"])
+    cfg, opts = sac_train.parse_args(["--envs", "4096"])
     assert cfg.envs == 4096 and cfg.n_chunks >= 1 and opts.progress
 
 
 def test_cli_default_out_is_a_new_directory_per_run():
     """Repeating the README's command must not collide with the previous run's checkpoint."""
-    _, opts = T.parse_args([])
-    assert Path(opts.out).parent == Path(T.RunOptions.out) and Path(opts.out).name[:8].isdigit()
-    _, opts = T.parse_args(["--out", "somewhere", "--resume"])
+    _, opts = sac_train.parse_args([])
+    assert Path(opts.out).parent == Path(RunOptions.out) and Path(opts.out).name[:8].isdigit()
+    _, opts = sac_train.parse_args(["--out", "somewhere", "--resume"])
     assert opts.out == "somewhere" and opts.resume

@@ -1,4 +1,4 @@
-"""agents/sac.py on probe environments with known optimal Q (rejax-style) and on fixed batches."""
+"""agents/sac/trainer.py and losses.py on probe environments with known optimal Q (rejax-style) and on fixed batches."""
 
 import json
 import os
@@ -12,16 +12,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import networks as nets
-from agents import probe_envs as pe
-from agents import replay, sac
+from agents.sac import networks as nets
+from agents.sac import probe_envs as pe
+from agents.sac import replay
+from agents.sac import trainer as sac
+from agents.sac.config import SACConfig
+from agents.sac.losses import init_sac_state, make_update
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GAMMA = 0.5
-PROBE_CFG = sac.SACConfig(n_envs=16, n_evals=2, steps_per_eval=25, updates_per_step=4, batch_size=64,
+PROBE_CFG = SACConfig(n_envs=16, n_evals=2, steps_per_eval=25, updates_per_step=4, batch_size=64,
                           buffer_capacity=1024, gamma=GAMMA, tau=0.05, lr_actor=3e-3, lr_critic=3e-3,
                           hidden=(32, 32), init_alpha_c=1e-6, init_alpha_d=1e-6, shard_envs=False)
-ADAPTER = sac.probe_adapter()
+ADAPTER = pe.probe_adapter()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def _fixed_batch_setup(cfg):
     trainer = sac.make_trainer(cfg, ADAPTER)
     actor, critic = trainer.networks
     params = pe.probe_params("action")
-    state = sac.init_sac_state(jax.random.PRNGKey(0), cfg, actor, critic,
+    state = init_sac_state(jax.random.PRNGKey(0), cfg, actor, critic,
                                nets.NetObs(jnp.zeros(pe.OBS_DIM)), jnp.ones(pe.N_MODULES, bool))
     n = 64
     key = jax.random.PRNGKey(1)
@@ -97,7 +100,7 @@ def _fixed_batch_setup(cfg):
     obs = jnp.tile(jnp.array([1.0, 0.0]), (n, 1))
     reward = jnp.asarray(pe.MODULE_REWARD)[module] - jnp.sum((delta - pe.DELTA_BEST) ** 2, -1)
     batch = replay.Transition(obs, module, delta, reward, jnp.ones(n, bool), jnp.zeros(n, bool), obs)
-    return state, sac.batch_inputs(ADAPTER, batch, params), jax.jit(sac.make_update(cfg, actor, critic))
+    return state, sac.batch_inputs(ADAPTER, batch, params), jax.jit(make_update(cfg, actor, critic))
 
 
 def test_fixed_batch_losses_decrease_targets_trail_temperatures_adapt():
@@ -143,14 +146,16 @@ def test_temperatures_rise_when_entropy_below_target():
 
 SHARD_SCRIPT = textwrap.dedent("""
     import json, jax, numpy as np
-    from agents import sac, probe_envs as pe
+    from agents.sac import probe_envs as pe
+    from agents.sac import trainer as sac
+    from agents.sac.config import SACConfig
     assert jax.device_count() == 4, jax.devices()
     out = {}
     for shard in (False, True):
-        cfg = sac.SACConfig(n_envs=16, n_evals=1, steps_per_eval=6, updates_per_step=2, batch_size=32,
-                            buffer_capacity=256, gamma=0.5, hidden=(16, 16), shard_envs=shard)
+        cfg = SACConfig(n_envs=16, n_evals=1, steps_per_eval=6, updates_per_step=2, batch_size=32,
+                        buffer_capacity=256, gamma=0.5, hidden=(16, 16), shard_envs=shard)
         params = pe.probe_params("action")
-        runner, m = jax.jit(sac.make_train(cfg, sac.probe_adapter(), params))(jax.random.PRNGKey(0), params)
+        runner, m = jax.jit(sac.make_train(cfg, pe.probe_adapter(), params))(jax.random.PRNGKey(0), params)
         out[str(shard)] = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(runner.sac.actor)]
         if shard:
             out["n_shards"] = len(runner.obs.sharding.device_set)
@@ -172,6 +177,6 @@ def test_sharded_over_4_cpu_devices_equals_single_device():
 
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="encoder"):
-        sac.SACConfig(encoder="rnn")
+        SACConfig(encoder="rnn")
     with pytest.raises(ValueError, match="buffer_capacity"):
-        sac.SACConfig(n_envs=64, buffer_capacity=8)
+        SACConfig(n_envs=64, buffer_capacity=8)

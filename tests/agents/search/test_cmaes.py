@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from agents import curriculum as C
-from agents.cmaes import (cmaes_match, cmaes_transitions, jump_actions, load_transitions,
-                          save_transitions)
-from agents.matchers import MatchConfig, random_search, target_features_of_params
+from agents.sac.teacher import cmaes_transitions, jump_actions, load_transitions, save_transitions
+from agents.search.cmaes import cmaes_match
+from agents.search.common import MatchConfig, target_features_of_params
+from agents.search.random_search import random_search
 from jaxsynth import params as P
 from jaxsynth.synth import SynthConfig
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from agents import curriculum as C
-from agents.matchers import (MatchConfig, free_indices, grad_match, random_search,
-                             target_features_of_params)
+from agents.search.common import MatchConfig, free_indices, target_features_of_params
+from agents.search.gradient import grad_match
+from agents.search.random_search import random_search
 from jaxsynth import params as P
 from jaxsynth.synth import SynthConfig
 
@@ -49,7 +50,7 @@ def test_random_search_budget_locked_modules_and_determinism():
     assert np.all(bp[:, locked] == P.DEFAULT_PARAMS01[locked])
     assert np.all(np.diff(np.asarray(a.trace_loss), axis=1) <= 0)
     # the reported loss is the loss of the reported preset (re-evaluated independently)
-    from agents.matchers import evaluate_candidates
+    from agents.search.common import evaluate_candidates
     again = evaluate_candidates(a.best_params01[:, None], tf, CFG).total[:, 0]
     np.testing.assert_allclose(np.asarray(again), np.asarray(a.best_loss), rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,138 @@
+"""The matcher registry: every matcher of the harness and the match CLI by name, built
+explicitly by ``build_matchers`` (no module-level state).
+
+A matcher is a function ``(key, target_features, module_mask, budget, cfg, base01, **extras)
+-> MatchResult`` (``agents.search.common``). ``then_cmaes(first, share)`` builds "first, then
+CMA-ES refine" for any first stage; ``policy_matcher(policy)`` drives a learned policy (one
+charged render per step) and takes the target audio as well (``takes_audio``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.search.cmaes import cmaes_match
+from agents.search.common import (
+    MatchConfig,
+    MatchResult,
+    check_targets,
+    finish,
+    free_indices,
+    init_best,
+    render_params,
+    update_best,
+)
+from agents.search.gradient import grad_match
+from agents.search.random_search import random_search
+from jaxsynth import params as P
+from jaxsynth.losses import matching_loss
+
+Matcher = Callable[..., MatchResult]
+SEARCH_MATCHERS = ("random", "cmaes", "grad")
+POLICY_MATCHERS = ("sac", "sac+cmaes")
+
+
+def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
+                   seed_index: int = 0) -> dict[str, Matcher]:
+    """``{name: matcher}``: random search, CMA-ES and gradient matching, plus, given a trained
+    ``python -m agents.sac_train`` run directory, "sac" (the policy alone) and "sac+cmaes" (the
+    policy with a quarter of the budget, then CMA-ES refinement). Raises
+    ``agents.sac.policy.PolicyLoadError`` for an unusable run directory."""
+    matchers: dict[str, Matcher] = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}
+    if policy_run is not None:
+        from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
+        sac = policy_matcher(SACPolicy(load_policy(policy_run, seed_index), policy_mode))
+        matchers.update({"sac": sac, "sac+cmaes": then_cmaes(sac)})
+    return matchers
+
+
+def then_cmaes(first: Matcher, share: float = 0.25) -> Matcher:
+    """``first`` with ``share`` of the budget, then CMA-ES from its best preset with the rest
+    (sigma 0.15: a local refinement). The trace is the two traces joined."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                **target_extras):
+        k1, k2 = jax.random.split(key)
+        b1 = max(1, int(round(budget * share)))
+        r1 = first(k1, target, module_mask, b1, cfg, base01=base01, **target_extras)
+        used = int(r1.trace_renders[-1])
+        r2 = cmaes_match(k2, target, module_mask, budget - used, cfg, base01=base01,
+                         init01=r1.best_params01, sigma0=0.15)
+        better = r1.best_loss[:, None] <= r2.trace_loss  # (T, K2): keep r1's best where CMA-ES is worse
+        tl2 = jnp.where(better, r1.best_loss[:, None], r2.trace_loss)
+        tp2 = jnp.where(better[..., None], r1.best_params01[:, None], r2.trace_params01)
+        win = r1.best_loss <= r2.best_loss
+        pick = lambda a, b: jnp.where(win.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+        return MatchResult(pick(r1.best_params01, r2.best_params01), pick(r1.best_loss, r2.best_loss),
+                           jax.tree.map(pick, r1.best_terms, r2.best_terms),
+                           np.concatenate([r1.trace_renders, used + r2.trace_renders]),
+                           jnp.concatenate([r1.trace_loss, tl2], axis=1),
+                           jnp.concatenate([r1.trace_params01, tp2], axis=1))
+
+    matcher.takes_audio = takes_audio(first)
+    return matcher
+
+
+_loss_jit = jax.jit(matching_loss, static_argnames="weights")
+
+
+def takes_audio(matcher: Matcher) -> bool:
+    """Whether a matcher wants the target audio (``target_audio=``, ``target_params01=``
+    keywords) besides the target features: policy matchers compute their own observation."""
+    return bool(getattr(matcher, "takes_audio", False))
+
+
+def policy_matcher(policy, explore_after_first: bool = True) -> Matcher:
+    """A matcher that follows a policy, one charged render per step: the harness render of the
+    proposed preset whose loss picks the best-so-far (the start preset is the first render).
+
+    ``policy`` has ``episode_steps`` (int), ``prepare(target_audio (T, S), target_params01
+    (T, N) or None) -> ctx`` (the target side of its observation, computed once) and
+    ``propose(key, params01 (T, N), ctx, module_mask (N_MODULES,), sample: bool) -> params01
+    (T, N)`` (e.g. ``agents.policy.SACPolicy``). Episodes of ``episode_steps`` edits; each
+    episode after the first restarts from the best preset found so far, with sampled actions
+    when ``explore_after_first`` (a deterministic policy would otherwise repeat the same
+    episode). Locked parameters are reset to ``base01`` after every proposal.
+    """
+    ep_steps = int(policy.episode_steps)
+    if ep_steps < 1:
+        raise ValueError(f"policy.episode_steps must be >= 1, got {ep_steps}")
+
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                target_audio=None, target_params01=None):
+        t = check_targets(target, base01)
+        if target_audio is None:
+            raise ValueError("a policy matcher needs the target audio (target_audio=, shape "
+                             "(targets, samples)) to build its own observation")
+        free = np.zeros(P.N_PARAMS, bool)
+        free[list(free_indices(module_mask))] = True
+        base = jnp.asarray(base01, jnp.float32)
+        ctx = policy.prepare(jnp.asarray(target_audio, jnp.float32),
+                             None if target_params01 is None else jnp.asarray(target_params01, jnp.float32))
+        x = P.snap(jnp.broadcast_to(base, (t, P.N_PARAMS)))
+        best, trace = init_best(t, base), []
+        mask = np.asarray(module_mask, bool)
+        episode, edits = 0, 0
+        keys = jax.random.split(key, int(budget))
+        for s in range(int(budget)):
+            _, feats = render_params(x, cfg)
+            terms = jax.tree.map(lambda v: v[:, None], _loss_jit(feats, target, cfg.weights))
+            best = update_best(best, terms, x[:, None])
+            trace.append(best)
+            if s + 1 == int(budget):
+                break
+            if edits == ep_steps:  # next episode from the best preset so far
+                episode, edits, x = episode + 1, 0, best.params01
+            x = jnp.asarray(policy.propose(keys[s], x, ctx, mask, explore_after_first and episode > 0))
+            x = P.snap(jnp.clip(jnp.where(free, x, base), 0.0, 1.0))
+            edits += 1
+        return finish(best, trace, 1)
+
+    matcher.takes_audio = True
+    return matcher

@@ -1,0 +1,1 @@
+"""Budgeted matchers: what they share (``common``), random search, gradient matching, CMA-ES."""
