@@ -32,7 +32,7 @@ from jaxsynth import params as P
 from jaxsynth.envelopes import adsr
 from jaxsynth.filters import svf_g, svf_tick
 from jaxsynth.modulation import control_times, lfo
-from jaxsynth.oscillators import _SINE_C0, _SINE_C1, _SINE_C2, frac, morph_weights, white_noise
+from jaxsynth.oscillators import _SINE_C0, _SINE_C1, _SINE_C2, frac, hash_noise, morph_weights
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ def _voice_constants(params01, phys, note):
     * ``coef``: (voices, 4, batch) weights of (sine, triangle, saw(a), saw(a + width)) times
       the voice's level (osc level x unison gain), so that the morph is one weighted sum
       (pulse = saw(a) - saw(a + width) is folded into the saw weights);
-    * ``width``: pulse width.
+    * ``width``: pulse width (clipped to [0, 1], a no-op on its range, so that it too is
+      computed inside the map: passed through unchanged, XLA forwarded the recomputation).
 
     Computed by ``lax.map`` over the voices so that XLA materializes them in (voices, batch)
     buffers: left as plain expressions, XLA fused them (sanitize, denormalize, morph weights,
@@ -102,15 +103,16 @@ def _voice_constants(params01, phys, note):
         semis_v, level_v, width_v, shape_v = args
         w = morph_weights(shape_v)  # (batch, 4)
         coef = level_v * jnp.stack([w[:, 0], w[:, 1], w[:, 2] + w[:, 3], -w[:, 3]])
-        return semis_v, coef, width_v
+        return semis_v, coef, jnp.clip(width_v, 0.0, 1.0)
 
     return jax.lax.map(one_voice, tuple(jnp.stack(a) for a in (semis, level, width, shape)))
 
 
 def _control_points(semis, vibrato_st, cutoff_hz, phase0, cfg: SynthConfig):
     """Everything that moves at the control rate, in one ``lax.scan`` over the num_blocks + 1
-    control points: per voice the phase at the block start (cycles, in [0, 1)), the increment
-    dt (cycles/sample) and 1 / (2 dt) for the PolyBLEP, and the filter's g = tan(pi fc / fs).
+    control points: per voice the phase at the block start plus one half (cycles, in
+    [1/2, 3/2): the oscillators' wrap point), the increment dt (cycles/sample) and 1 / (2 dt)
+    for the PolyBLEP, and the filter's g = tan(pi fc / fs).
 
     A scan rather than array expressions for two measured reasons (benchmarks/RESULTS.md, Q2):
     XLA's CPU ``cumsum`` for the phase was fused into (and recomputed by) the per-sample
@@ -122,10 +124,10 @@ def _control_points(semis, vibrato_st, cutoff_hz, phase0, cfg: SynthConfig):
     def step(phase, xs):
         vib, hz = xs
         dt = jnp.clip(440.0 / sr * jnp.exp2((semis + vib) / 12.0), 1e-7, 0.45)
-        return frac(phase + frac(dt * hop)), (phase, dt, 0.5 / dt, svf_g(hz, sr))
+        return frac(phase + frac(dt * hop)), (phase + 0.5, dt, 0.5 / dt, svf_g(hz, sr))
 
-    _, (start, dt, half_inv_dt, g) = jax.lax.scan(step, phase0, (vibrato_st, cutoff_hz))
-    return start, dt, half_inv_dt, g
+    _, (start_a, dt, half_inv_dt, g) = jax.lax.scan(step, phase0, (vibrato_st, cutoff_hz))
+    return start_a, dt, half_inv_dt, g
 
 
 def _sign(u):
@@ -141,12 +143,13 @@ def _saw_centered(u, sign, half_inv_dt):
 
 def _voice_wave(a, half_inv_dt, coef, width):
     """One voice's morphing waveform at ``a`` = phase + 1/2 (cycles, any real): equal, to
-    float rounding, to ``oscillators.morph(phase, dt, weights, width)`` with ``coef`` from
-    ``_voice_constants`` (tests/jaxsynth/test_render_fastpath.py).
+    float rounding, to ``oscillators.morph(phase, dt, weights, width)`` with ``coef`` and
+    ``width`` from ``_voice_constants`` (tests/jaxsynth/test_render_fastpath.py).
 
     The shapes share one wrap, u = 2 frac(a) - 1 = 2 frac(phase + 1/2) - 1, from which
-    y = 1 - 2 phase = sign(u) - u (sine argument), triangle = sign(u) (1 - |2|u| - 1|) and the
-    BLEP saw follow with no further ``floor``; ~40 operations per voice and sample instead of ~56."""
+    y = 1 - 2 phase = sign(u) - u (sine argument), triangle = sign(u) (1 - |2|u| - 1|), the BLEP
+    saw, and the pulse's second saw at a + width (wrapped once) follow with no further
+    ``floor``: ~50 operations per voice and sample."""
     a = frac(a)
     u = 2.0 * a - 1.0
     s = _sign(u)
@@ -160,7 +163,7 @@ def _voice_wave(a, half_inv_dt, coef, width):
             + coef[3] * _saw_centered(ub, _sign(ub), half_inv_dt))
 
 
-def _oscillators(start, dt, half_inv_dt, coef, width, hop: int):
+def _oscillators(start_a, dt, half_inv_dt, coef, width, hop: int):
     """Both oscillators with all unison voices, summed, time-major: (num_blocks * hop, batch).
     Inputs are per block (blocks, voices, batch) and per voice (voices, ..., batch).
 
@@ -168,10 +171,10 @@ def _oscillators(start, dt, half_inv_dt, coef, width, hop: int):
     into one loop, while a reduce over a middle axis ran 6x slower here."""
     ramp = jnp.arange(hop, dtype=jnp.float32)[None, :, None]  # (1, hop, 1)
     out = 0.0
-    for v in range(start.shape[1]):
-        a = (start[:, v, None, :] + 0.5) + dt[:, v, None, :] * ramp  # (blocks, hop, batch)
+    for v in range(start_a.shape[1]):
+        a = start_a[:, v, None, :] + dt[:, v, None, :] * ramp  # (blocks, hop, batch)
         out = out + _voice_wave(a, half_inv_dt[:, v, None, :], coef[v], width[v])
-    return out.reshape(-1, start.shape[-1])
+    return out.reshape(-1, start_a.shape[-1])
 
 
 def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_length_s):
@@ -193,21 +196,25 @@ def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_le
     cutoff_hz = _get(phys, "filter.cutoff_hz") * jnp.exp2(octaves)
 
     semis, coef, width = _voice_constants(params01, phys, note)
-    start, dt, half_inv_dt, g_ctrl = _control_points(
+    start_a, dt, half_inv_dt, g_ctrl = _control_points(
         semis, _get(phys, "lfo.to_pitch_st") * lfo_ctrl, cutoff_hz,
         jnp.moveaxis(phase0, 0, -1).reshape(-1, params01.shape[0]), cfg)
 
-    x = _oscillators(start[:-1], dt[:-1], half_inv_dt[:-1], coef, width, hop)[:T]
-    x = x + _get(phys, "noise.level") * white_noise(noise_seed, T)
+    x = _oscillators(start_a[:-1], dt[:-1], half_inv_dt[:-1], coef, width, hop)[:T]
     tremolo = 1.0 - _get(phys, "lfo.to_amp") * 0.5 * (1.0 - lfo_ctrl)
-    return _filter_drive_amp(x, g_ctrl, tremolo, params01, phys, cfg, velocity, note_length_s)
+    return _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg, velocity,
+                             note_length_s)
 
 
-def _filter_drive_amp(x, g_ctrl, tremolo, params01, phys, cfg: SynthConfig, velocity,
-                      note_length_s):
-    """Everything after the oscillators, in one ``lax.scan`` over samples (time-major):
-    the SVF with g interpolated from its control points, the tanh drive, the amp ADSR, the
-    tremolo and the output gain.
+def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: SynthConfig,
+                      velocity, note_length_s):
+    """Everything after the oscillators, in one loop over samples (time-major): the noise
+    (``hash_noise``), the SVF with g interpolated from its control points, the tanh drive, the
+    amp ADSR, the tremolo and the output gain.
+
+    The noise is drawn inside the loop, one row per step: the loop's kernels are small and
+    bound by their launch cost, so the hash is nearly free there, while in the oscillators'
+    fusion XLA recomputed the noise level's denormalization for every sample.
 
     One loop instead of a filter scan followed by array expressions, because XLA fused those
     expressions (tanh, ADSR, interpolation) into the final (samples, batch) -> (batch, samples)
@@ -221,17 +228,23 @@ def _filter_drive_amp(x, g_ctrl, tremolo, params01, phys, cfg: SynthConfig, velo
     drive = jnp.power(10.0, _get(phys, "output.drive_db") / 20.0)
     gain = jnp.power(10.0, _get(phys, "output.gain_db") / 20.0) * velocity
     env = [_get(phys, f"amp_env.{n}") for n in ("attack_s", "decay_s", "sustain", "release_s")]
+    noise_level = _get(phys, "noise.level")
 
-    def step(state, inputs):
-        xn, n = inputs
+    def step(n, carry):
+        state, buf = carry
         block, ramp = n // hop, (n % hop).astype(jnp.float32) / hop
         lerp = lambda points: points[block] + (points[block + 1] - points[block]) * ramp
-        state, (lp, bp, hp) = svf_tick(state, xn, lerp(g_ctrl), k)
+        x_n = jax.lax.dynamic_index_in_dim(buf, n, keepdims=False)
+        state, (lp, bp, hp) = svf_tick(state, x_n + noise_level * hash_noise(n, noise_seed),
+                                       lerp(g_ctrl), k)
         amp = adsr(n.astype(jnp.float32) / sr, *env, note_length_s) * lerp(tremolo)
-        return state, gain * amp * jnp.tanh(drive * (w_lp * lp + w_bp * bp + w_hp * hp))
+        y = gain * amp * jnp.tanh(drive * (w_lp * lp + w_bp * bp + w_hp * hp))
+        return state, jax.lax.dynamic_update_index_in_dim(buf, y, n, 0)
 
+    # the output overwrites the input in place (sample n is read before it is written): a scan's
+    # stacked output would first fill a fresh (samples, batch) buffer with zeros
     zero = jnp.zeros(x.shape[1:], x.dtype)
-    _, y = jax.lax.scan(step, (zero, zero), (x, jnp.arange(x.shape[0])))
+    _, y = jax.lax.fori_loop(0, x.shape[0], step, ((zero, zero), x))
     return y
 
 
