@@ -33,6 +33,7 @@ from agents.sac import checkpoint as ckpt
 from agents.sac import replay
 from agents.sac.config import RunOptions, TrainConfig
 from agents.sac.run import run
+from jaxsynth.io import OutputPathError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default=None, help="output directory (logs, media, checkpoints); default: a new "
       f"{RunOptions.out}/<UTC date-time> per run, so repeating a command never collides")
     a("--resume", action="store_true", help="continue the run checkpointed in --out")
+    a("--resume-from", type=int, default=None, metavar="STEP",
+      help="continue from checkpoint STEP instead of the newest (when the newest is refused as "
+           "corrupt); newer checkpoints are moved to checkpoints.set_aside/, not deleted")
     a("--checkpoint-every", type=int, default=RunOptions.checkpoint_every, help="chunks between checkpoints")
     a("--no-buffer-checkpoint", action="store_true",
       help="leave the replay buffer out of checkpoints (smaller; a resume restarts it empty)")
@@ -126,10 +130,11 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
     except ValueError as e:
         p.error(str(e))
     if ns.out is None:
-        if ns.resume:
+        if ns.resume or ns.resume_from is not None:
             p.error("--resume needs --out DIR: the directory of the run to continue")
         ns.out = str(Path(RunOptions.out) / time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
-    opts = RunOptions(out=ns.out, resume=ns.resume, progress=not ns.no_progress,
+    opts = RunOptions(out=ns.out, resume=ns.resume or ns.resume_from is not None,
+                      resume_from=ns.resume_from, progress=not ns.no_progress,
                       checkpoint_every=ns.checkpoint_every, save_buffer=not ns.no_buffer_checkpoint,
                       media_top_k=ns.media_top_k, media=not ns.no_media, distributed=ns.distributed)
     return cfg, opts
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
         summary = run(cfg, opts)
-    except ckpt.CheckpointError as e:
+    except (ckpt.CheckpointError, OutputPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     med = summary["heldout_median_loss"]

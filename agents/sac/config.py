@@ -188,6 +188,7 @@ class RunOptions:
 
     out: str = "runs/sac"
     resume: bool = False
+    resume_from: int | None = None  # a checkpoint step older than the newest (implies resume)
     progress: bool = True
     checkpoint_every: int = 1  # chunks
     save_buffer: bool = True

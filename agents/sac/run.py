@@ -25,9 +25,10 @@ from agents.sac import checkpoint as ckpt
 from agents.sac import replay
 from agents.sac import trainer as sac
 from agents.sac.config import RunOptions, TrainConfig
-from agents.sac.logs import MediaStore, ScalarLogger, write_ab
+from agents.sac.logs import MediaStore, ScalarLogger, rewind_logs, write_ab
 from agents.sac.synth_adapter import SynthTrainParams, synth_adapter
 from agents.sac.teacher import cmaes_transitions, make_behaviour_cloning
+from jaxsynth.io import atomic_write, check_output_dir
 
 
 class Setup:
@@ -112,18 +113,9 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     if opts.distributed:
         jax.distributed.initialize()
     is_main = jax.process_index() == 0
-    out = Path(opts.out)
-    ckpt_dir = (out / "checkpoints").absolute()
-    existing = ckpt.latest_step(ckpt_dir)
-    if opts.resume and existing is None:
-        raise ckpt.CheckpointError(f"--resume given but {ckpt_dir} holds no checkpoint; "
-                                   "drop --resume to start a fresh run")
-    if not opts.resume and existing is not None:
-        raise ckpt.CheckpointError(f"{ckpt_dir} already holds a checkpoint (chunk {existing}); pass "
-                                   "--resume to continue it or choose another --out (nothing was "
-                                   "overwritten)")
-    if opts.resume:  # fail before the expensive setup
-        ckpt.check_metadata(ckpt.read_metadata(ckpt_dir), cfg.fingerprint(), ckpt_dir)
+    out = Path(check_output_dir(opts.out))
+    ckpt_dir = out / "checkpoints"
+    resume_step = resume_checkpoint(ckpt_dir, opts, cfg)  # fails before the expensive setup
 
     t_setup = time.time()
     setup = Setup(cfg) if setup is None else setup
@@ -135,15 +127,20 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     runner = setup.init(setup.keys, setup.params)
     jax.block_until_ready(runner)
     start_chunk, warm_info = 0, {}
-    if opts.resume:
-        tree, meta = ckpt.restore(ckpt_dir, _checkpoint_tree(runner, meta_buffer(ckpt_dir, opts)),
-                                  cfg.fingerprint())
+    if resume_step is not None:
+        has_buffer = bool(ckpt.read_metadata(ckpt_dir, resume_step).get("has_buffer", True))
+        tree, meta = ckpt.restore(ckpt_dir, _checkpoint_tree(runner, has_buffer),
+                                  cfg.fingerprint(), step=resume_step)
         runner = tree if tree.buffer is not None else tree.replace(buffer=runner.buffer)
         start_chunk = int(meta["chunk"])
-        log(f"resumed from chunk {start_chunk} (stage {meta.get('stage')})")
+        moved = ckpt.set_aside_after(ckpt_dir, resume_step) if is_main else []
+        log(f"resumed from chunk {start_chunk} (stage {meta.get('stage')})"
+            + (f"; checkpoints {moved} moved to {ckpt.set_aside_dir(ckpt_dir)}" if moved else ""))
     elif cfg.cmaes_targets:
         runner, warm_info = warm_start(setup, runner, log)
 
+    if is_main:  # rows logged after the checkpoint (before a kill) would be logged twice
+        rewind_logs(out, start_chunk * cfg.chunk_steps if resume_step is not None else -1)
     logger = ScalarLogger(out, opts.tensorboard) if is_main else None
     if start_chunk == 0:  # the untrained (or warm-started) policy: the baseline to beat
         ev0 = jax.device_get(setup.evaluate(runner, setup.params))
@@ -211,10 +208,28 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     summary["runner"] = runner
     if is_main:
         slim = {k: v for k, v in summary.items() if k != "runner"}
-        (out / "summary.json").write_text(json.dumps(slim, indent=1, default=float))
+        atomic_write(out / "summary.json", json.dumps(slim, indent=1, default=float))
     return summary
 
 
-def meta_buffer(ckpt_dir, opts: RunOptions) -> bool:
-    """Whether the checkpoint holds the replay buffer (else it restarts empty)."""
-    return bool(ckpt.read_metadata(ckpt_dir).get("has_buffer", True))
+def resume_checkpoint(ckpt_dir: Path, opts: RunOptions, cfg: TrainConfig) -> int | None:
+    """The checkpoint step to resume from (None: a fresh run), checked as far as is cheap
+    (files against their integrity record, metadata, config) before any setup work."""
+    steps = ckpt.all_steps(ckpt_dir)
+    resuming = opts.resume or opts.resume_from is not None
+    if resuming and not steps:
+        raise ckpt.CheckpointError(f"--resume given but {ckpt_dir} holds no checkpoint; "
+                                   "drop --resume to start a fresh run")
+    if not resuming:
+        if steps:
+            raise ckpt.CheckpointError(f"{ckpt_dir} already holds a checkpoint (chunk {steps[-1]}); "
+                                       "pass --resume to continue it or choose another --out "
+                                       "(nothing was overwritten)")
+        return None
+    step = steps[-1] if opts.resume_from is None else int(opts.resume_from)
+    if step not in steps:
+        raise ckpt.CheckpointError(f"--resume-from {step}: {ckpt_dir} holds no checkpoint {step}; "
+                                   f"it holds {steps}")
+    ckpt.verify_files(ckpt_dir, step)
+    ckpt.check_metadata(ckpt.read_metadata(ckpt_dir, step), cfg.fingerprint(), ckpt_dir)
+    return step

@@ -11,7 +11,7 @@ from agents import sac_train
 from agents.sac import checkpoint as ckpt
 from agents.sac import run as sac_run
 from agents.sac.config import RunOptions, TrainConfig
-from agents.sac.logs import FILES_PER_ITEM, MediaStore, ScalarLogger
+from agents.sac.logs import FILES_PER_ITEM, INDEX, MediaStore, ScalarLogger
 
 CFG = TrainConfig(envs=32, total_steps=8, chunk_steps=4, updates_per_step=16, batch_size=64, bank_size=8,
                     n_heldout=16, max_steps=3, duration_s=0.1, hidden=(64, 64), buffer_capacity=512, lr=1e-3)
@@ -93,7 +93,7 @@ def test_media_retention_bounds_files(tmp_path):
                 loss = float(rng.uniform())
                 losses.setdefault((stage, kind), []).append(loss)
                 store.add(stage, kind, loss, f"c{i}", writer)
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != INDEX]
     assert len(files) == 2 * 2 * 2 * FILES_PER_ITEM
     kept_best = sorted(it.loss for it in store.items[(0, "best")])
     assert kept_best == sorted(losses[(0, "best")])[:2]
