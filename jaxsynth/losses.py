@@ -1,4 +1,5 @@
-"""Matching losses between two clips' ``Features`` (decision D3).
+"""Matching losses between two clips' ``Features``: the weighted blend of MR-STFT, MFCC L1,
+spectral-centroid and loudness differences that the matchers minimise and the reward improves.
 
 ``matching_loss(pred, target, weights)`` takes PRECOMPUTED features (``features.analyze``),
 so a target's features are computed once and cached (the environment's target bank) and only
@@ -17,7 +18,7 @@ Terms (each per clip, batch dimensions preserved):
   is the same for a batch of one.)
 * ``mfcc_l1``: mean |MFCC_pred - MFCC_target| over frames and coefficients (dB units).
 * ``log_mel_l1``: mean |log-mel difference| in dB; reported for evaluation, weight 0 by default
-  because D3 names MR-STFT, MFCC, centroid and loudness only.
+  because the blend is MR-STFT, MFCC, centroid and loudness.
 * ``centroid_oct``: per-frame |log2(c_pred / c_target)|, averaged with weights proportional to
   the two clips' summed frame energy. Octaves, not Hz or Hz/Nyquist: brightness is perceived
   on a log-frequency axis, so a 100 Hz error at a 200 Hz centroid (0.58 oct) should cost more
@@ -25,15 +26,14 @@ Terms (each per clip, batch dimensions preserved):
   ignore frames where both clips are silent (where the centroid is meaningless).
 * ``loudness_lu``: |L_pred - L_target| in LU (BS.1770-4 integrated loudness, features.py).
 
-* ``crepe_embedding`` and ``pitch_posterior_cents`` (optional, issue 8): CREPE perceptual terms
-  from ``perceptual.py``; weight 0 by default, and then they are not computed and
-  ``matching_loss`` returns the plain ``LossTerms`` (every other term and the total
-  unchanged). With a non-zero weight it returns ``PerceptualLossTerms`` (``LossTerms`` + the two
-  CREPE terms); pass ``PerceptualFeatures`` of both clips to ``matching_loss``.
+* ``crepe_embedding`` and ``pitch_posterior_cents`` (optional): CREPE perceptual terms from
+  ``perceptual.py``; weight 0 by default, and then they are not computed and are reported as 0
+  (every other term and the total unchanged). With a non-zero weight, pass
+  ``PerceptualFeatures`` of both clips to ``matching_loss``.
 
 ``total = sum(weight_i * term_i)`` over the ``LossWeights`` fields. Default weights were set
 from the medians over 16 pairs of random full-synth presets (0.5 s, note 60): MR-STFT 4.5,
-MFCC L1 20 dB, centroid 2.0 oct, loudness 10.5 LU; with weights 1, 0.1, 1, 0.1 the four D3
+MFCC L1 20 dB, centroid 2.0 oct, loudness 10.5 LU; with weights 1, 0.1, 1, 0.1 the four
 terms contribute 4.5 / 2 / 2 / 1, so none dominates and 10 LU (a clearly audible level
 error) costs about as much as detuning a harmonic tone by 50 cents (MR-STFT ~0.76 + MFCC ~0.36).
 """
@@ -53,7 +53,7 @@ _TINY = 1e-20
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the D3 matching loss (hashable; static under jit)."""
+    """Weights of the matching loss (hashable; static under jit)."""
 
     mrstft: float = 1.0
     mfcc_l1: float = 0.1
@@ -70,7 +70,8 @@ _PERCEPTUAL_TERMS = ("crepe_embedding", "pitch_posterior_cents")
 class LossTerms(NamedTuple):
     """Every term of the matching loss, unweighted, plus the weighted ``total``.
 
-    ``mrstft == spectral_convergence + log_magnitude``.
+    ``mrstft == spectral_convergence + log_magnitude``. The CREPE terms are always present:
+    0 when their weight is 0 (then they are not computed), so every caller sees one type.
     """
 
     spectral_convergence: Float[Array, "*batch"]
@@ -80,22 +81,9 @@ class LossTerms(NamedTuple):
     log_mel_l1: Float[Array, "*batch"]
     centroid_oct: Float[Array, "*batch"]
     loudness_lu: Float[Array, "*batch"]
+    crepe_embedding: Float[Array, "*batch"]
+    pitch_posterior_cents: Float[Array, "*batch"]
     total: Float[Array, "*batch"]
-
-
-PerceptualLossTerms = NamedTuple("PerceptualLossTerms", [
-    *LossTerms.__annotations__.items(),
-    ("crepe_embedding", Float[Array, "*batch"]),
-    ("pitch_posterior_cents", Float[Array, "*batch"]),
-])
-PerceptualLossTerms.__doc__ = """``LossTerms``' fields (derived from it, in the same order) plus the CREPE terms;
-returned only when a CREPE weight is non-zero.
-
-With both CREPE weights 0 (the default) ``matching_loss`` returns a plain ``LossTerms``, so code
-that does not use the CREPE terms (``LossTerms(*[inf] * 8)`` in agents/matchers.py, loggers over
-``_asdict()``) sees exactly the old breakdown; a single type with optional CREPE fields would
-change that. A CREPE term whose own weight is 0 is not computed and reported as 0.
-"""
 
 
 def _safe_norm(x: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:
@@ -155,8 +143,8 @@ def loudness_delta_lu(pred_lufs: Float[Array, "*batch"], target_lufs: Float[Arra
 
 def matching_loss(pred: Features, target: Features, weights: LossWeights = LossWeights(),
                   pred_perceptual=None, target_perceptual=None, perceptual_cfg=None
-                  ) -> LossTerms | PerceptualLossTerms:
-    """The D3 matching loss between precomputed features; every term and the weighted total.
+                  ) -> LossTerms:
+    """The matching loss between precomputed features; every term and the weighted total.
 
     The CREPE terms need ``pred_perceptual``/``target_perceptual`` (``perceptual.analyze``)
     when their weight is non-zero; ``perceptual_cfg`` defaults to ``PerceptualConfig()``.
@@ -174,10 +162,10 @@ def matching_loss(pred: Features, target: Features, weights: LossWeights = LossW
     )
     total = sum(getattr(weights, f.name) * terms[f.name] for f in fields(weights)
                 if f.name not in _PERCEPTUAL_TERMS)
-    if all(getattr(weights, name) == 0 for name in _PERCEPTUAL_TERMS):
-        return LossTerms(**terms, total=total)
     zero = jnp.zeros_like(terms["mrstft"])
     perceptual = {name: zero for name in _PERCEPTUAL_TERMS}
+    if all(getattr(weights, name) == 0 for name in _PERCEPTUAL_TERMS):
+        return LossTerms(**terms, **perceptual, total=total)
     if pred_perceptual is None or target_perceptual is None:
         raise ValueError("matching_loss: a CREPE term has non-zero weight but pred_perceptual/"
                          "target_perceptual were not given; pass perceptual.analyze(...) of both "
@@ -189,7 +177,7 @@ def matching_loss(pred: Features, target: Features, weights: LossWeights = LossW
         if getattr(weights, name) != 0:
             perceptual[name] = compute[name](pred_perceptual, target_perceptual, pcfg)
             total = total + getattr(weights, name) * perceptual[name]
-    return PerceptualLossTerms(**terms, total=total, **perceptual)
+    return LossTerms(**terms, **perceptual, total=total)
 
 
 def matching_loss_audio(pred_audio: Float[Array, "*batch samples"],

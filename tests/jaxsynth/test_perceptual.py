@@ -106,10 +106,10 @@ def test_perceptual_terms_off_change_nothing_and_on_change_only_themselves(clips
     off_with_feats = L.matching_loss(pred_f, target_f, L.LossWeights(), pred_p, target_p)
     on = L.matching_loss(pred_f, target_f, dataclasses.replace(L.LossWeights(), crepe_embedding=0.5,
                                                                pitch_posterior_cents=0.01), pred_p, target_p)
-    assert type(off) is L.LossTerms and type(on) is L.PerceptualLossTerms  # off: the old breakdown
-    assert on._fields[:len(off._fields)] == off._fields
+    assert type(off) is L.LossTerms and type(on) is L.LossTerms  # one type, CREPE fields always present
+    assert float(off.crepe_embedding) == 0.0 and float(off.pitch_posterior_cents) == 0.0  # off: not computed
     for name in L.LossTerms._fields:
-        if name != "total":
+        if name not in ("total", "crepe_embedding", "pitch_posterior_cents"):
             assert np.asarray(getattr(on, name)).tobytes() == np.asarray(getattr(off, name)).tobytes(), name
     only_pitch = L.matching_loss(pred_f, target_f, L.LossWeights(pitch_posterior_cents=0.01), pred_p, target_p)
     assert float(only_pitch.crepe_embedding) == 0.0  # weight 0: not computed
@@ -144,7 +144,6 @@ def test_config_validation():
         P.PerceptualConfig(voicing_threshold=1.5)
 
 
-def test_perceptual_loss_terms_extend_loss_terms_field_for_field():
-    """One field list: PerceptualLossTerms is LossTerms' fields, in order, plus the CREPE terms."""
-    assert L.PerceptualLossTerms._fields == L.LossTerms._fields + ("crepe_embedding", "pitch_posterior_cents")
-    assert L.PerceptualLossTerms.__module__ == "jaxsynth.losses"
+def test_loss_terms_always_carry_the_crepe_fields():
+    """One LossTerms: the CREPE fields sit before the total whatever the weights."""
+    assert L.LossTerms._fields[-3:] == ("crepe_embedding", "pitch_posterior_cents", "total")
