@@ -129,6 +129,7 @@ def load_policy(run_dir: str | os.PathLike, seed_index: int = 0) -> LoadedPolicy
         raise PolicyLoadError(f"{ckpt_dir} holds no checkpoint (is {str(run)!r} the --out of a finished "
                               f"agents.sac_train run?); {TRAIN_HINT}")
     try:
+        ckpt.verify_files(ckpt_dir, step)  # damaged files: one clear line before orbax reads them
         meta = ckpt.read_metadata(ckpt_dir, step)
     except ckpt.CheckpointError as e:
         raise PolicyLoadError(str(e)) from e

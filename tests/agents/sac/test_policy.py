@@ -169,6 +169,7 @@ def test_broken_run_directories_give_clear_errors(trained, tmp_path, capsys):
     meta = json.loads(meta_file.read_text())
     meta["config"]["new_knob"] = 1
     meta_file.write_text(json.dumps(meta))
+    (other / "checkpoints" / str(step) / ckpt.INTEGRITY_FILE).unlink()  # other code, no record
     with pytest.raises(PolicyLoadError, match="another version.*new_knob"):
         load_policy(other)
     # corrupt array data
