@@ -74,7 +74,10 @@ def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, obje
     extra = {"target_audio": audio[None]} if takes_audio(fn) else {}
     res = fn(jax.random.key(job.seed), target, mask, job.budget, cfg, **extra)
     best = np.asarray(res.best_params01[0])
-    rendered, _ = render_params(best[None], cfg)
+    # preset.json keeps physical units to 6 decimals (jaxsynth.params.preset_to_dict): render
+    # the preset as that file loads back, so match.wav is exactly preset.json rendered.
+    as_saved = P.preset_from_dict(P.preset_to_dict(best))
+    rendered, _ = render_params(as_saved[None], cfg)
     return best, res, np.asarray(rendered[0]), target
 
 

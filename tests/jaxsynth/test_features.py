@@ -228,3 +228,19 @@ def test_eager_features_reject_non_finite_and_integer_audio(name, fn):
 def test_traced_features_stay_unchecked():
     x = jnp.asarray(CLIP).at[3].set(jnp.nan)
     assert np.isnan(np.asarray(jax.jit(lambda a: F.analyze(a, CFG).log_mel)(x))).any()
+
+
+def test_chunked_analysis_equals_one_pass():
+    # a batch larger than batch_chunk runs as a loop over chunks (the last padded with silence)
+    rng = np.random.default_rng(11)
+    clips = np.stack([CLIP, harmonic(110.0), harmonic(330.0), np.zeros_like(CLIP)]
+                     + [0.1 * rng.standard_normal(CFG.num_samples).astype(np.float32)] * 2)
+    one_pass = F.analyze(jnp.asarray(clips), dataclasses.replace(CFG, batch_chunk=None))
+    chunked = F.analyze(jnp.asarray(clips), dataclasses.replace(CFG, batch_chunk=4))
+    nested = F.analyze(jnp.asarray(clips).reshape(2, 3, -1), dataclasses.replace(CFG, batch_chunk=4))
+    for a, b, c in zip(jax.tree.leaves(one_pass), jax.tree.leaves(chunked), jax.tree.leaves(nested)):
+        assert b.shape == a.shape and c.shape == (2, 3) + a.shape[1:]
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(c.reshape(a.shape), a, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="batch_chunk"):
+        dataclasses.replace(CFG, batch_chunk=0)
