@@ -118,36 +118,37 @@ def _vlq(value: int) -> bytes:
     return bytes(reversed(out))
 
 
-def note_midi_file(program: int, midi_note: int, held_s: float, tail_s: float, velocity: int = 100) -> bytes:
-    """A standard MIDI file (format 0) that plays one note on channel 1 with reverb/chorus sends 0."""
+def notes_midi_file(program: int, midi_notes: list[int], held_s: float, spacing_s: float,
+                    velocity: int = 100) -> bytes:
+    """A standard MIDI file (format 0): the notes one after another, each ``held_s`` long and
+    starting every ``spacing_s``, on channel 1 with the reverb and chorus sends at 0."""
     ticks_per_s = TICKS_PER_BEAT * 1e6 / TEMPO_US_PER_BEAT
     held = int(round(held_s * ticks_per_s))
-    tail = int(round(tail_s * ticks_per_s))
-    events = b"".join([
-        _vlq(0) + b"\xff\x51\x03" + TEMPO_US_PER_BEAT.to_bytes(3, "big"),
-        _vlq(0) + bytes([0xC0, program]),
-        _vlq(0) + bytes([0xB0, 91, 0]),  # reverb send
-        _vlq(0) + bytes([0xB0, 93, 0]),  # chorus send
-        _vlq(0) + bytes([0x90, midi_note, velocity]),
-        _vlq(held) + bytes([0x80, midi_note, 0]),
-        _vlq(tail) + b"\xff\x2f\x00",
-    ])
+    rest = int(round(spacing_s * ticks_per_s)) - held
+    events = [_vlq(0) + b"\xff\x51\x03" + TEMPO_US_PER_BEAT.to_bytes(3, "big"),
+              _vlq(0) + bytes([0xC0, program]),
+              _vlq(0) + bytes([0xB0, 91, 0]),  # reverb send
+              _vlq(0) + bytes([0xB0, 93, 0])]  # chorus send
+    for i, note in enumerate(midi_notes):
+        events.append(_vlq(0 if i == 0 else rest) + bytes([0x90, note, velocity]))
+        events.append(_vlq(held) + bytes([0x80, note, 0]))
+    events.append(_vlq(rest) + b"\xff\x2f\x00")
+    track = b"".join(events)
     header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_BEAT)
-    return header + b"MTrk" + struct.pack(">I", len(events)) + events
+    return header + b"MTrk" + struct.pack(">I", len(track)) + track
 
 
-def render_note(fluidsynth: str, soundfont: str, program: int, midi_note: int, held_s: float,
-                tail_s: float, workdir: str) -> np.ndarray:
-    """Render one note with the fluidsynth CLI (fast render, float, no reverb/chorus) -> mono."""
+def render_midi(fluidsynth: str, soundfont: str, midi_bytes: bytes, workdir: str) -> np.ndarray:
+    """Render a MIDI file with the fluidsynth CLI (fast render, float, no reverb/chorus) -> mono."""
     import soundfile as sf
 
-    mid = os.path.join(workdir, "note.mid")
-    wav = os.path.join(workdir, "note.wav")
+    mid = os.path.join(workdir, "notes.mid")
+    wav = os.path.join(workdir, "notes.wav")
     with open(mid, "wb") as f:
-        f.write(note_midi_file(program, midi_note, held_s, tail_s))
+        f.write(midi_bytes)
     cmd = [fluidsynth, "-n", "-i", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r", str(SAMPLE_RATE),
            "-T", "wav", "-O", "float", "-F", wav, soundfont, mid]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     audio, sr = sf.read(wav, dtype="float64", always_2d=True)
     if sr != SAMPLE_RATE:
         raise RuntimeError(f"fluidsynth wrote {sr} Hz, asked for {SAMPLE_RATE}")
@@ -155,7 +156,8 @@ def render_note(fluidsynth: str, soundfont: str, program: int, midi_note: int, h
 
 
 def clip_from_onset(audio: np.ndarray, num_samples: int, onset_db: float = -40.0) -> np.ndarray | None:
-    """The ``num_samples`` from the first sample within ``onset_db`` of the peak; None if silent."""
+    """The ``num_samples`` from 2 ms before the first sample within ``onset_db`` of the peak,
+    peak-normalised to ``PEAK``; None if silent."""
     peak = np.max(np.abs(audio)) if audio.size else 0.0
     if peak < 1e-5:
         return None
@@ -197,13 +199,17 @@ def build(out_dir: str, duration_s: float = 0.5, held_s: float = 0.35, extra_sou
     os.makedirs(out_dir, exist_ok=True)
     num_samples = int(round(duration_s * SAMPLE_RATE))
     rows, skipped = [], []
+    spacing_s = held_s + duration_s + 1.5  # every note's release has died before the next
     with tempfile.TemporaryDirectory() as workdir:
         for sf_name, sf_path in soundfonts:
             for inst in INSTRUMENTS:
-                for midi_note in instrument_notes(inst):
-                    audio = render_note(fluidsynth, sf_path, inst.program, midi_note, held_s,
-                                        tail_s=duration_s, workdir=workdir)
-                    clip = clip_from_onset(audio, num_samples)
+                notes = instrument_notes(inst)
+                audio = render_midi(fluidsynth, sf_path, notes_midi_file(inst.program, notes, held_s, spacing_s),
+                                    workdir)
+                for i, midi_note in enumerate(notes):
+                    start = int(round(i * spacing_s * SAMPLE_RATE))
+                    segment = audio[start:start + int(round(spacing_s * SAMPLE_RATE))]
+                    clip = clip_from_onset(segment, num_samples)
                     if clip is None:
                         skipped.append(f"{sf_name}/{inst.name}/{midi_note}")
                         continue

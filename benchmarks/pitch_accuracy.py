@@ -1,0 +1,131 @@
+"""How often the note-level f0 estimators get the played note right on real recorded notes.
+
+``python benchmarks/pitch_accuracy.py --notes runs/real_notes`` reads the set written by
+``benchmarks/make_real_notes.py`` (its ``notes.csv``), estimates every note's f0 with
+
+* ``yin``: ``jaxsynth.pitch.note_from_yin`` (pure JAX, no weights),
+* ``crepe``: ``jaxsynth.pitch.note_from_crepe`` (CREPE frames, octave-checked on YIN's d'),
+* ``crepe_median``: the plain median of CREPE's frame f0 over frames with confidence >= 0.5
+  (no octave check), the baseline the note-level summary has to beat,
+
+and prints, per estimator and split (dev/test/all): the share of notes more than 50 cents off
+the played note, the share off by a whole number of octaves (within 50 cents), the share
+called unpitched, the median absolute error in cents, then the worst notes. ``--json`` writes
+the figures. CREPE rows need the ``crepe`` extra (skipped with a note otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_real_notes import read_notes_csv  # noqa: E402
+
+from jaxsynth import crepe as C  # noqa: E402
+from jaxsynth import io as jio  # noqa: E402
+from jaxsynth import pitch as PP  # noqa: E402
+
+BATCH = 32
+
+
+def load_set(folder: str, split: str, sample_rate: int, num_samples: int):
+    rows = read_notes_csv(os.path.join(folder, "notes.csv"))
+    if split != "all":
+        rows = [r for r in rows if r["split"] == split]
+    audio = np.stack([jio.load_audio(os.path.join(folder, r["file"]), sample_rate, num_samples) for r in rows])
+    return rows, audio.astype(np.float32)
+
+
+@jax.jit
+def _crepe_plain_median(audio, weights):
+    cfg = PP.PitchConfig()
+    frames = PP.crepe_frames(audio, weights, cfg)
+    cents = 1200.0 * jnp.log2(frames.f0_hz / 440.0)
+    med = jnp.nanmedian(jnp.where(frames.voiced, cents, jnp.nan), axis=-1)
+    return 440.0 * 2.0 ** (med / 1200.0)
+
+
+def estimate(method: str, audio: np.ndarray) -> tuple[np.ndarray, float]:
+    """f0 (NaN = unpitched) per clip and the seconds per clip after compilation."""
+    cfg = PP.PitchConfig()
+    if method == "yin":
+        fn = lambda x: PP._yin_note_jit(x, cfg).f0_hz
+    elif method == "crepe":
+        w = C.load_weights(cfg.crepe_model)
+        fn = lambda x: PP._crepe_note_jit(x, w, cfg).f0_hz
+    else:
+        w = C.load_weights(cfg.crepe_model)
+        fn = lambda x: _crepe_plain_median(x, w)
+    pad = (-len(audio)) % BATCH
+    padded = np.concatenate([audio, np.zeros((pad, audio.shape[1]), np.float32)])
+    jax.block_until_ready(fn(jnp.asarray(padded[:BATCH])))
+    t0 = time.perf_counter()
+    out = [np.asarray(fn(jnp.asarray(padded[i:i + BATCH]))) for i in range(0, len(padded), BATCH)]
+    elapsed = time.perf_counter() - t0
+    return np.concatenate(out)[:len(audio)], elapsed / len(padded)
+
+
+def summarize(err_cents: np.ndarray) -> dict:
+    """err: signed cents vs the played note, NaN where the estimator said unpitched."""
+    n = len(err_cents)
+    pitched = np.isfinite(err_cents)
+    e = np.abs(err_cents[pitched])
+    octave = np.abs(e - 1200.0 * np.round(e / 1200.0)) <= 50.0
+    return dict(n=n, off_50c=float((np.sum(e > 50) + np.sum(~pitched)) / n),
+                octave_errors=float(np.sum((e > 50) & octave) / n),
+                unpitched=float(np.sum(~pitched) / n),
+                median_abs_cents=float(np.median(e)) if e.size else float("nan"),
+                p90_abs_cents_within_50=float(np.percentile(e[e <= 50], 90)) if np.any(e <= 50) else float("nan"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--notes", default="runs/real_notes", help="folder written by make_real_notes.py")
+    ap.add_argument("--methods", default="yin,crepe,crepe_median")
+    ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--worst", type=int, default=12)
+    args = ap.parse_args(argv)
+    sr, n = 22050, 11025
+    rows, audio = load_set(args.notes, "all", sr, n)
+    truth = np.array([r["f0_hz"] for r in rows])
+    splits = np.array([r["split"] for r in rows])
+    results = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.processor() or platform.machine(),
+                   load=os.getloadavg(), jax=jax.__version__, notes=len(rows), methods={})
+    for method in args.methods.split(","):
+        if method != "yin" and not PP.crepe_available():
+            print(f"{method}: skipped, CREPE weights unavailable ({C.INSTALL_HINT})")
+            continue
+        f0, per_clip_s = estimate(method, audio)
+        err = PP.cents_between(f0, truth)
+        entry = {s: summarize(err[splits == s] if s != "all" else err) for s in ("dev", "test", "all")}
+        entry["ms_per_clip"] = 1e3 * per_clip_s
+        results["methods"][method] = entry
+        print(f"\n{method}: {1e3 * per_clip_s:.2f} ms/clip (batch {BATCH}, after compilation)")
+        for s in ("dev", "test", "all"):
+            m = entry[s]
+            print(f"  {s:4s} n={m['n']:3d}  >50c off {100 * m['off_50c']:5.1f} %  octave errors "
+                  f"{100 * m['octave_errors']:5.1f} %  unpitched {100 * m['unpitched']:4.1f} %  "
+                  f"median |err| {m['median_abs_cents']:.1f} c")
+        bad = np.argsort(-np.nan_to_num(np.abs(err), nan=1e9))[:args.worst]
+        for i in bad:
+            if np.isfinite(err[i]) and abs(err[i]) <= 50:
+                break
+            print(f"    {rows[i]['file']}: {err[i]:+.0f} c")
+    print(f"\nload (1/5/15 min): {results['load']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
