@@ -41,6 +41,7 @@ from benchmarks.common import (RESULTS_MD, compile_jit, device_peak_bytes, load_
                                max_rss_mb, metadata, metadata_lines, time_calls, write_json,
                                write_sections)
 from jaxsynth import params as P  # noqa: E402
+from jaxsynth import features as F  # noqa: E402
 from jaxsynth.features import FeatureConfig  # noqa: E402
 from jaxsynth.losses import matching_loss  # noqa: E402
 from jaxsynth.synth import SynthConfig  # noqa: E402
@@ -88,17 +89,33 @@ def time_envs(env: E.SynthMatchEnv, params: E.EnvParams, n_envs: int, k_steps: i
                 load_avg_before=load_before, load_avg_after=load_avg())
 
 
+def time_bare_stft(n_envs: int, config: E.EnvConfig, reps: int) -> dict:
+    """The floor the env step is compared with, in the same run: one ``n_fft``-point STFT
+    (power, ``features.stft_power`` at the features' n_fft/hop, one pass, no chunking) of
+    ``n_envs`` clips, jitted; the median of ``reps`` calls after a warm-up."""
+    f = config.features
+    audio = jax.random.normal(jax.random.key(1), (n_envs, f.num_samples), jnp.float32) * 0.1
+    fn = jax.jit(lambda a: F.stft_power(a, f.n_fft, f.hop_length, f.pad_mode, f.dft))
+    compiled, _, _ = compile_jit(fn, audio)
+    timing = time_calls(lambda: compiled(audio), reps)
+    return dict(stft_s=timing["step_s"], stft_cpu_s=timing["cpu_s"])
+
+
 def mb(x) -> str:
     return "n/a" if x is None else f"{x / 2**20:,.0f}"
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| envs | K steps/call | compile (s) | step (ms) | CPU / wall | env steps/s | x realtime "
+             "| bare STFT (ms) | step / STFT (CPU) | per env (us) "
              "| XLA temp (MB) | device peak (MB) | host max RSS (MB) | load avg (1/5/15 min) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
+        stft = (f"| {1e3 * r['stft_s']:,.1f} | {r['step_ms'] / (1e3 * r['stft_s']):.2f} "
+                f"({r['cpu_s'] / r['k_steps'] / r['stft_cpu_s']:.2f}) " if r.get("stft_s") else "| - | - ")
         lines.append(f"| {r['n_envs']} | {r['k_steps']} | {r['compile_s']:.1f} | {r['step_ms']:,.1f} "
                      f"| {r['cpu_s'] / r['call_s']:.2f} | {r['env_steps_per_s']:,.0f} | {r['x_realtime']:,.0f} "
+                     + stft + f"| {1e3 * r['step_ms'] / r['n_envs']:,.0f} "
                      f"| {mb(r['xla_temp_bytes'])} | {mb(r['device_peak_bytes'])} "
                      f"| {mb(r['host_max_rss_bytes'])} | {' '.join(map(str, r['load_avg_after']))} |")
     return "\n".join(lines)
@@ -141,6 +158,10 @@ def main(argv=None) -> dict | list:
     parser.add_argument("--sample-rate", type=int, default=22050)
     parser.add_argument("--duration-s", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-stft", action="store_true",
+                        help="skip the bare n_fft-point STFT of the same clips (the step's yardstick)")
+    parser.add_argument("--batch-chunk", type=int, default=FeatureConfig.batch_chunk,
+                        help="FeatureConfig.batch_chunk (0: analyse the whole batch in one pass)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: envs 1 and 16, bank 8, 2 steps per call, 2 reps")
     parser.add_argument("--json", metavar="PATH", help="write the rows (and the setup) as JSON")
@@ -158,7 +179,8 @@ def main(argv=None) -> dict | list:
 
     config = E.EnvConfig(
         synth=SynthConfig(sample_rate=args.sample_rate, duration_s=args.duration_s),
-        features=FeatureConfig(sample_rate=args.sample_rate, duration_s=args.duration_s),
+        features=FeatureConfig(sample_rate=args.sample_rate, duration_s=args.duration_s,
+                               batch_chunk=args.batch_chunk or None),
         bank_size=args.bank_size, init=args.init, build_chunk=min(E.EnvConfig.build_chunk, args.bank_size))
     if args.calibrate:
         rows = calibrate(config, args.seed, args.calibrate_n, (0.02, 0.05, 0.1, 0.2))
@@ -184,11 +206,15 @@ def main(argv=None) -> dict | list:
     for n in args.envs:
         k = args.steps_per_call or (16 if n <= 256 else 4 if n <= 1024 else 1)
         row = time_envs(env, params, n, k, args.reps)
+        if not args.no_stft:
+            row.update(time_bare_stft(n, config, args.reps))
         row["batch"] = n  # the common key run_all plots against
         rows.append(row)
         print(f"{n:5d} envs x {k:2d} steps: {row['step_ms']:10.1f} ms/step  {row['env_steps_per_s']:9.0f} "
               f"steps/s  compile {row['compile_s']:.1f} s  XLA temp {mb(row['xla_temp_bytes'])} MB  "
-              f"load {row['load_avg_after']}", flush=True)
+              f"load {row['load_avg_after']}"
+              + (f"  bare STFT {1e3 * row['stft_s']:.1f} ms: step/STFT {row['step_ms'] / (1e3 * row['stft_s']):.2f}"
+                 f" (CPU {row['cpu_s'] / k / row['stft_cpu_s']:.2f})" if "stft_s" in row else ""), flush=True)
         if args.json:  # rewritten after every row, so a long run that is killed keeps what it had
             write_json(args.json, dict(setup=meta, rows=rows))
 
@@ -199,6 +225,10 @@ def main(argv=None) -> dict | list:
               f"{config.num_frames}, MR-STFT {list(config.features.mrstft_fft_sizes)}), obs dim "
               f"{env.observation_size}; median of {args.reps} calls after a warm-up, compile time apart. "
               f"CPU / wall = process CPU seconds per wall second (about the cores this process got). "
+              f"Bare STFT: one {config.features.n_fft}-point STFT (hop {config.features.hop_length}) of the "
+              f"same number of clips, one pass, measured in the same run; step / STFT by wall time "
+              f"(by process CPU time in brackets). Features analysed in chunks of "
+              f"{config.features.batch_chunk} clips (`FeatureConfig.batch_chunk`). "
               f"Target bank: {C.N_STAGES} stages x {args.bank_size} targets = "
               f"{meta['bank_bytes'] / 2**20:.0f} MB ({meta['bytes_per_target'] / 1e3:.0f} KB per target), "
               f"built in {build_s:.1f} s.\n\n" + metadata_lines(meta, load_avg()))

@@ -21,6 +21,7 @@ still run, and run_all exits 1.
     python benchmarks/run_all.py            # full suite (about 1 h on a quiet 2-core CPU)
     python benchmarks/run_all.py --quick    # small sizes: every script in a few minutes
     python benchmarks/run_all.py --smoke --only render_throughput.py   # seconds: plumbing check
+    python benchmarks/run_all.py --device-suite [--cpu-reduced]   # device_suite.py: < 8 min
     python benchmarks/run_all.py --from-json render_throughput.py=a.json render_throughput.py=b.json ...
         # no runs: merge the --json files of earlier script runs (rows of one script concatenated)
 """
@@ -246,7 +247,15 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout-s", type=float, default=3 * 3600, help="per script")
     parser.add_argument("--from-json", nargs="+", metavar="SCRIPT=PATH",
                         help="run nothing: merge these --json outputs of earlier script runs")
+    parser.add_argument("--device-suite", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="run benchmarks/device_suite.py instead (the rest of the line is its "
+                             "arguments, e.g. --device-suite --cpu-reduced)")
     args = parser.parse_args(argv)
+    if args.device_suite is not None:
+        sys.path.insert(0, ROOT)
+        from benchmarks.device_suite import main as device_suite_main
+        device_suite_main(args.device_suite)
+        return 0
 
     sys.path.insert(0, ROOT)
     from benchmarks.common import load_avg, metadata, write_json, write_sections
