@@ -6,6 +6,7 @@ at equal render budgets; writes ``evaluation.md`` and ``evaluation.json`` to DIR
 from __future__ import annotations
 
 import argparse
+import sys
 
 from agents import curriculum as C
 from agents.evaluation.harness import (
@@ -14,6 +15,7 @@ from agents.evaluation.harness import (
     to_markdown,
     write_outputs,
 )
+from jaxsynth.io import check_output_dir
 
 
 def main(argv=None) -> int:
@@ -36,13 +38,14 @@ def main(argv=None) -> int:
     from agents.sac.checkpoint import CheckpointError
     matchers = a.matchers or (["random", "cmaes", "grad"] + (["sac", "sac+cmaes"] if a.policy else []))
     try:
+        check_output_dir(a.out)
         ec = EvalConfig(seed=a.seed, stages=tuple(a.stages), n_heldout=a.n_heldout,
                         budgets=tuple(a.budgets), matchers=tuple(matchers), wav_dir=a.wav_dir,
                         duration_s=a.duration_s, out_dir=a.out, policy=a.policy,
                         policy_mode=a.policy_mode, pitch=not a.no_pitch)
         rows = run_evaluation(ec)
     except (ValueError, FileNotFoundError, CheckpointError) as e:  # AudioFileError is a ValueError
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     md, js = write_outputs(rows, ec, a.out)
     print(to_markdown(rows))

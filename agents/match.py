@@ -9,9 +9,9 @@ first ``duration_s`` are matched) and write to DIR:
 * ``ab.png``: target vs match log-mel spectrograms and the loss terms,
 * ``match.json``: method, budget, loss terms, the best-so-far trajectory.
 
-Everything is written to a temporary folder next to DIR first and moved in only when all of
-it exists, so a failure (a bad file, an interrupted run) leaves DIR as it was. A bad input file
-gets the I/O layer's ``AudioFileError`` message and exit status 2.
+DIR is checked for writing before any work; nothing is written before the match succeeded,
+then each file is replaced atomically. A bad input file or an unwritable DIR gets one line
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,10 +19,26 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from agents import curriculum as C
 from agents.evaluation.match_file import METHODS, MatchJob, match_file, write_outputs
 from agents.sac.checkpoint import CheckpointError
-from jaxsynth.io import AudioFileError
+from jaxsynth.io import AudioFileError, check_output_dir
+
+
+def renders_spent(trace_renders, job: MatchJob) -> str:
+    """'N renders', and why when N is below the budget: matchers render in whole batches (a
+    CMA-ES generation is its whole population), and a rest smaller than a batch is not spent."""
+    spent = int(trace_renders[-1])
+    if spent >= job.budget:
+        return f"{spent} renders"
+    steps = {int(d) for d in np.diff(np.asarray(trace_renders))} or {spent}
+    unit = (f"whole batches of {steps.pop()} renders" if len(steps) == 1
+            else "whole batches")
+    what = " (one CMA-ES generation each)" if job.method == "cmaes" else ""
+    return (f"{spent} of the {job.budget} budgeted renders: {job.method} renders in {unit}{what}, "
+            f"and the remaining {job.budget - spent} do not make another")
 
 
 def main(argv=None) -> int:
@@ -46,12 +62,13 @@ def main(argv=None) -> int:
             raise ValueError(f"--stage must be in [0, {C.N_STAGES - 1}], got {job.stage}")
         if job.budget < 1:
             raise ValueError(f"--budget must be >= 1, got {job.budget}")
+        check_output_dir(job.out_dir)
         best, res, rendered, target = match_file(job)
         files = write_outputs(job, best, res, rendered, target)
-    except (AudioFileError, ValueError, CheckpointError) as e:
+    except (AudioFileError, ValueError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"loss {float(res.best_loss[0]):.4f} after {int(res.trace_renders[-1])} renders")
+    print(f"loss {float(res.best_loss[0]):.4f} after {renders_spent(res.trace_renders, job)}")
     for f in files:
         print(f"wrote {f}")
     return 0

@@ -8,17 +8,16 @@ first ``duration_s`` are matched) and write to DIR:
 * ``ab.png``: target vs match log-mel spectrograms and the loss terms,
 * ``match.json``: method, budget, loss terms, the best-so-far trajectory.
 
-Everything is written to a temporary folder next to DIR first and moved in only when all of
-it exists, so a failure (a bad file, an interrupted run) leaves DIR as it was. A bad input file
-gets the I/O layer's ``AudioFileError`` message and exit status 2.
+DIR is checked for writing before any work (``jaxsynth.io.check_output_dir``). Nothing is
+written before the match succeeded, so a bad input leaves DIR as it was; then each file is
+replaced atomically (never half-written, no temporary folder left beside DIR by a kill). A bad
+input file gets the I/O layer's ``AudioFileError`` message and exit status 2.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import jax
@@ -34,7 +33,7 @@ from agents.search.common import (
     target_features_of_audio,
 )
 from jaxsynth import params as P
-from jaxsynth.io import load_audio, save_audio
+from jaxsynth.io import atomic_write, load_audio, save_audio
 from jaxsynth.losses import LossTerms
 from jaxsynth.synth import SynthConfig
 
@@ -82,35 +81,25 @@ def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, obje
 
 
 def write_outputs(job: MatchJob, best, res: MatchResult, rendered, target) -> list[str]:
-    """Write all outputs into a temp folder, then move them into ``job.out_dir``."""
+    """Write the outputs into ``job.out_dir`` (created with normal permissions), each file
+    atomically (``jaxsynth.io.atomic_path``): an interrupted run leaves every file either as
+    it was or complete, and no temporary folder beside ``--out``. ``match.json`` comes last."""
     cfg = MatchConfig(synth=SynthConfig(duration_s=job.duration_s))
     out = os.path.abspath(job.out_dir)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
-    try:
-        P.save_preset(os.path.join(tmp, "preset.json"), best)
-        save_audio(os.path.join(tmp, "match.wav"), rendered, cfg.synth.sample_rate)
-        _, feats = render_params(best[None], cfg)
-        ab_figure(os.path.join(tmp, "ab.png"), target.log_mel[0], feats.log_mel[0],
-                  f"{os.path.basename(job.target)}: {job.method}, budget {job.budget}, "
-                  f"loss {float(res.best_loss[0]):.3f}", terms=res.best_terms)
-        summary = {"target": os.path.abspath(job.target), "method": job.method,
-                   "budget": job.budget, "seed": job.seed, "stage": job.stage, "policy": job.policy,
-                   "loss_terms": {f: float(np.asarray(getattr(res.best_terms, f))[0])
-                                  for f in LossTerms._fields},
-                   "trace_renders": [int(r) for r in res.trace_renders],
-                   "trace_loss": [float(v) for v in np.asarray(res.trace_loss[0])]}
-        with open(os.path.join(tmp, "match.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        names = sorted(os.listdir(tmp))
-        if not os.path.exists(out):
-            os.replace(tmp, out)
-        else:
-            for n in names:
-                os.replace(os.path.join(tmp, n), os.path.join(out, n))
-            os.rmdir(tmp)
-        return [os.path.join(out, n) for n in names]
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    paths = {n: os.path.join(out, n) for n in ("preset.json", "match.wav", "ab.png", "match.json")}
+    P.save_preset(paths["preset.json"], best)
+    save_audio(paths["match.wav"], rendered, cfg.synth.sample_rate)
+    _, feats = render_params(best[None], cfg)
+    ab_figure(paths["ab.png"], target.log_mel[0], feats.log_mel[0],
+              f"{os.path.basename(job.target)}: {job.method}, budget {job.budget}, "
+              f"loss {float(res.best_loss[0]):.3f}", terms=res.best_terms)
+    summary = {"target": os.path.abspath(job.target), "method": job.method,
+               "budget": job.budget, "renders": int(res.trace_renders[-1]), "seed": job.seed,
+               "stage": job.stage, "policy": job.policy,
+               "loss_terms": {f: float(np.asarray(getattr(res.best_terms, f))[0])
+                              for f in LossTerms._fields},
+               "trace_renders": [int(r) for r in res.trace_renders],
+               "trace_loss": [float(v) for v in np.asarray(res.trace_loss[0])]}
+    atomic_write(paths["match.json"], json.dumps(summary, indent=2) + "\n")
+    return sorted(paths.values())
