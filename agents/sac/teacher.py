@@ -163,7 +163,8 @@ def _get(tr, name):
 def save_transitions(path, transitions, info: dict | None = None) -> None:
     """Write transitions (+ ``trajectory``/``step`` ids) to ``path`` (.npz), atomically."""
     import os
-    import tempfile
+
+    from jaxsynth.io import atomic_path
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"{path}: transitions are saved as .npz; use a name ending in .npz")
@@ -172,16 +173,8 @@ def save_transitions(path, transitions, info: dict | None = None) -> None:
         if info is not None and extra in info:
             arrays[extra] = np.asarray(info[extra])
     arrays["format"] = np.asarray("jaxsynth-cma-transitions-v1")
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def load_transitions(path):
