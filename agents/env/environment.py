@@ -241,19 +241,21 @@ class SynthMatchEnv:
         bank = params.bank
         k_target, k_start = jax.random.split(key)
         i = jax.random.randint(k_target, (), 0, bank.bank_size)
-        j = jax.random.randint(k_start, (), 0, bank.n_start)
+        j = i if bank.paired else jax.random.randint(k_start, (), 0, bank.n_start)
         return self.reset_to(i, j, params)
 
     def reset_to(self, target: Int[Array, ""], start: Int[Array, ""], params: EnvParams
                  ) -> tuple[Obs, EnvState]:
         """Start an episode on target ``target`` and start preset ``start`` of the current stage
         (deterministic evaluation, e.g. over every target of a held-out bank). Indices are
-        clipped into range inside jit."""
+        clipped into range inside jit. In a paired bank (``TargetBank.paired``: one start per
+        target, e.g. a fresh bank whose starts come from a start function) pass
+        ``start = target``."""
         bank = params.bank
         stage = jnp.clip(params.stage, 0, bank.n_stages - 1)
         i = jnp.clip(jnp.asarray(target, jnp.int32), 0, bank.bank_size - 1)
         j = jnp.clip(jnp.asarray(start, jnp.int32), 0, bank.n_start - 1)
-        loss = bank.start_loss[stage, j, i]
+        loss = bank.start_loss[stage, j, jnp.minimum(i, bank.start_loss.shape[2] - 1)]
         state = EnvState(params01=bank.start_params01[stage, j],
                          target_index=(stage * bank.bank_size + i).astype(jnp.int32),
                          current_log_mel=bank.start_log_mel[stage, j], loss=loss, best_loss=loss,

@@ -83,6 +83,13 @@ class TargetBank:
     def n_start(self) -> int:
         return self.start_params01.shape[1]
 
+    @property
+    def paired(self) -> bool:
+        """True for a bank with one start preset per target (``start_loss`` of shape
+        (stages, bank, 1): start ``i`` against target ``i`` only), as ``fresh_targets.fresh_bank``
+        builds when the episode start depends on the target; a reset then uses start = target."""
+        return self.start_loss.shape[2] == 1 and self.n_start == self.bank_size
+
     def target(self, flat_index: Int[Array, ""]):
         """(params01, log_mel, features) of target ``flat_index = stage * bank_size + i``."""
         flat = lambda x: x.reshape((-1,) + x.shape[2:])[flat_index]

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,13 @@ from agents import env as E
 from agents.sac import checkpoint as ckpt
 from agents.sac import replay
 from jaxsynth.reward import RewardConfig
+
+
+def cli(help: str, *, flag: str | None = None, **argparse_kw) -> dict:
+    """Field metadata from which ``agents.sac_train`` builds its parser: the help text, the flag
+    when it is not ``--field-name`` (for a switch that defaults to True: the flag that turns it
+    off), and other ``argparse`` keywords (choices, metavar, a default of the CLI's own)."""
+    return {"cli": {"help": help, "flag": flag, **argparse_kw}}
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,11 @@ class SACConfig:
     max_grad_norm: float = 10.0
     log_mel_dtype: str = "float16"
     shard_envs: bool = True  # shard the env axis over all local devices (jax.sharding)
+    # Ground-truth teacher: behaviour cloning of its actions on sampled (learner-visited)
+    # states, added to the actor loss with this weight, decaying linearly to 0 over
+    # ``bc_decay_updates`` updates (0: constant). Needs ``Adapter.expert``.
+    bc_weight: float = 0.0
+    bc_decay_updates: int = 0
 
     def __post_init__(self):
         checks = [
@@ -82,42 +94,100 @@ class SACConfig:
 class TrainConfig:
     """Everything a training run depends on (the CLI fills it; tests build it directly)."""
 
-    envs: int = 4096
-    seeds: int = 1
-    seed: int = 0
-    total_steps: int = 8  # env steps of all envs
-    chunk_steps: int = 2  # env steps per compiled chunk (= per held-out evaluation)
-    updates_per_step: int = 16
-    batch_size: int = 128
-    stage: int = 0
-    encoder: str = "mlp"
-    hidden: tuple[int, ...] = (256, 256)
-    duration_s: float = 0.15
-    full_analysis: bool = False  # False: env.small_config analysis (32 mels, 3 MR-STFT sizes)
-    max_steps: int = 4  # edits per episode
-    bank_size: int = 32
-    n_heldout: int = 32
-    heldout_seed: int = 1234
-    gamma: float = 0.9
-    tau: float = 0.02
-    lr: float = 1e-3
-    learning_starts: int = 1
-    buffer_capacity: int = 65536  # transitions (ring buffer: the oldest are overwritten)
-    log_mel_dtype: str = "float16"
-    init_alpha: float = 0.05
-    lr_alpha: float = 3e-3
-    target_entropy_c_per_dim: float = -1.0  # continuous head: H_c* = this * (entries edited; agents.sac.losses.make_losses)
-    target_entropy_d_ratio: float = 0.5  # discrete head: H_d* = this * log(n_allowed modules)
-    entropy_c_per_module: bool = True  # continuous entropy on the edited entries only (agents.sac.losses.make_losses)
-    best_bonus: float = 0.5  # D3 episodic best-so-far bonus weight (RewardConfig.best_bonus_scale)
+    envs: int = field(default=4096, metadata=cli(
+        "parallel environments per seed (sharded over devices)"))
+    seeds: int = field(default=1, metadata=cli(
+        "independent seeds trained at once with jax.vmap"))
+    seed: int = field(default=0, metadata=cli(
+        "base random seed (fixes bank, networks, exploration)"))
+    total_steps: int = field(default=8, metadata=cli(
+        "env steps of all envs in the whole run (transitions = this x envs x seeds)"))
+    chunk_steps: int = field(default=4, metadata=cli(
+        "env steps per compiled chunk; a held-out evaluation + curriculum check ends "
+        "each chunk (with fresh targets: a multiple of --max-steps)"))
+    updates_per_step: int = field(default=16, metadata=cli(
+        "SAC gradient updates per env step"))
+    batch_size: int = field(default=128, metadata=cli(
+        "SAC minibatch size"))
+    stage: int = field(default=0, metadata=cli(
+        f"starting curriculum stage (0..{C.N_STAGES - 1})"))
+    encoder: str = field(default="mlp", metadata=cli(
+        "observation encoder: MLP over the flat observation or a small CNN over "
+        "the log-mels", choices=("mlp", "cnn")))
+    hidden: tuple[int, ...] = field(default=(256, 256), metadata=cli(
+        "hidden layer widths"))
+    duration_s: float = field(default=0.15, metadata=cli(
+        "clip length in seconds", flag="--duration"))
+    full_analysis: bool = field(default=False, metadata=cli(
+        "use the full feature analysis (64 mels, 4 MR-STFT sizes) instead of the "
+        "small CPU one"))
+    max_steps: int = field(default=4, metadata=cli(
+        "edits per episode (time limit: truncation)"))
+    bank_size: int = field(default=32, metadata=cli(
+        "training targets per stage in the target bank"))
+    n_heldout: int = field(default=32, metadata=cli(
+        "held-out presets per stage, for the evaluation and the curriculum's "
+        "promotion rule", flag="--heldout"))
+    heldout_seed: int = field(default=1234, metadata=cli(
+        "seed of the held-out presets (fixed; never trained on)"))
+    gamma: float = field(default=0.9, metadata=cli(
+        "discount"))
+    tau: float = field(default=0.02, metadata=cli(
+        "Polyak rate of the target critics"))
+    lr: float = field(default=1e-3, metadata=cli(
+        "Adam learning rate of actor and critics"))
+    learning_starts: int = field(default=1, metadata=cli(
+        "first env steps that act uniformly at random (within the stage's modules)"))
+    buffer_capacity: int = field(default=65536, metadata=cli(
+        "replay capacity in transitions (a ring buffer: the oldest are overwritten; "
+        "raised to --envs if smaller)"))
+    log_mel_dtype: str = field(default="float16", metadata=cli(
+        "dtype of log-mels stored in the replay buffer", choices=tuple(replay.LOG_MEL_DTYPES)))
+    init_alpha: float = field(default=0.05, metadata=cli(
+        "initial entropy temperatures (both heads)"))
+    lr_alpha: float = field(default=3e-3, metadata=cli(
+        "Adam learning rate of the log-temperatures"))
+    target_entropy_c_per_dim: float = field(default=-1.0, metadata=cli(
+        "continuous-head entropy target per edited delta entry (nats; "
+        "agents.sac.losses.make_losses)", flag="--target-entropy-c"))
+    target_entropy_d_ratio: float = field(default=0.5, metadata=cli(
+        "discrete-head entropy target as a fraction of log(number of "
+        "unlocked modules)", flag="--target-entropy-d"))
+    entropy_c_per_module: bool = field(default=True, metadata=cli(
+        "measure the continuous-head entropy on all delta entries, not only those "
+        "the chosen module edits", flag="--entropy-c-all-dims"))
+    best_bonus: float = field(default=0.5, metadata=cli(
+        "weight of the episodic best-so-far bonus in the reward "
+        "(RewardConfig.best_bonus_scale; 0: improvement only)"))
     # Largest edit of a continuous parameter per step (normalized units; env.default_max_delta
     # base). 0.1, not the env's 0.2: with 0.2 the greedy policy overshoots with its later edits
     # (final-episode loss above the start in 1 of 4 default runs); RESULTS.md "SAC training".
-    max_delta: float = 0.1
-    shard: bool = True
-    cmaes_targets: int = 0  # D5 warm start: bank targets CMA-ES solves; its trajectories seed the buffer
-    cmaes_budget: int = 64  # renders per target for that CMA-ES run
-    bc_steps: int = 0  # D5: behaviour-cloning steps on those transitions before training
+    max_delta: float = field(default=0.1, metadata=cli(
+        "largest change of a continuous parameter per edit, in normalized units "
+        "(discrete parameters: at least one choice step)"))
+    shard: bool = field(default=True, metadata=cli(
+        "do not shard envs over local devices", flag="--no-shard"))
+    cmaes_targets: int = field(default=0, metadata=cli(
+        "CMA-ES warm start: CMA-ES solves this many bank targets; its best "
+        "trajectories are replayed in the env and seeded into the replay buffer (0: off)"))
+    cmaes_budget: int = field(default=64, metadata=cli(
+        "CMA-ES renders per warm-start target"))
+    bc_steps: int = field(default=0, metadata=cli(
+        "CMA-ES warm start: behaviour-cloning steps on the CMA-ES transitions (0: off)"))
+    # Fresh targets: every episode draws a new target per env from the stage's distribution
+    # (never a held-out preset) and renders it inside the compiled chunk (agents.env.fresh_targets);
+    # False: episodes sample the fixed bank of bank_size targets per stage.
+    fresh_targets: bool = field(default=True, metadata=cli(
+        "train on the fixed bank of --bank-size targets per stage instead of a fresh "
+        "target per env and episode rendered inside the compiled chunk", flag="--bank-targets"))
+    # Ground-truth teacher (agents.env.expert): behaviour cloning of its action on the states the
+    # learner visits (sampled from the buffer), weight teacher_weight in the actor loss,
+    # decaying linearly to 0 over teacher_decay updates (0: constant). 0: off.
+    teacher_weight: float = field(default=0.0, metadata=cli(
+        "weight of behaviour cloning of the ground-truth teacher on the learner's own "
+        "states in the actor loss (0: off)"))
+    teacher_decay: int = field(default=0, metadata=cli(
+        "updates over which --teacher-weight decays linearly to 0 (0: constant)"))
 
     def __post_init__(self):
         checks = [
@@ -136,6 +206,11 @@ class TrainConfig:
             (0.0 < self.max_delta <= 1.0, "--max-delta must be in (0, 1]"),
             (self.cmaes_targets >= 0 and self.bc_steps >= 0 and self.cmaes_budget >= 1,
              "--cmaes-targets, --bc-steps must be >= 0 and --cmaes-budget >= 1"),
+            (not self.fresh_targets or self.chunk_steps % self.max_steps == 0,
+             f"with fresh targets (one new target per episode) --chunk-steps ({self.chunk_steps}) "
+             f"must be a multiple of --max-steps ({self.max_steps}); or pass --bank-targets"),
+            (self.teacher_weight >= 0 and self.teacher_decay >= 0,
+             "--teacher-weight and --teacher-decay must be >= 0"),
             (not (self.bc_steps and not self.cmaes_targets),
              "--bc-steps needs teacher data: also pass --cmaes-targets N"),
         ]
@@ -173,7 +248,8 @@ class TrainConfig:
             target_entropy_c_per_dim=self.target_entropy_c_per_dim,
             target_entropy_d_ratio=self.target_entropy_d_ratio,
             entropy_c_per_module=self.entropy_c_per_module, hidden=self.hidden,
-            encoder=self.encoder, log_mel_dtype=self.log_mel_dtype, shard_envs=self.shard)
+            encoder=self.encoder, log_mel_dtype=self.log_mel_dtype, shard_envs=self.shard,
+            bc_weight=self.teacher_weight, bc_decay_updates=self.teacher_decay)
 
     def fingerprint(self) -> dict:
         """Fields a resumed run must share with the checkpoint (total_steps may grow)."""
@@ -186,13 +262,27 @@ class TrainConfig:
 class RunOptions:
     """Host-side options that do not change the numbers."""
 
-    out: str = "runs/sac"
-    resume: bool = False
-    resume_from: int | None = None  # a checkpoint step older than the newest (implies resume)
-    progress: bool = True
-    checkpoint_every: int = 1  # chunks
-    save_buffer: bool = True
-    media_top_k: int = 3
-    media: bool = True
-    tensorboard: bool = True
-    distributed: bool = False
+    out: str = field(default="runs/sac", metadata=cli(
+        "output directory (logs, media, checkpoints); default: a new "
+        "runs/sac/<UTC date-time> per run, so repeating a command never collides", default=None))
+    resume: bool = field(default=False, metadata=cli(
+        "continue the run checkpointed in --out"))
+    resume_from: int | None = field(default=None, metadata=cli(
+        "continue from checkpoint STEP instead of the newest (when the newest is "
+        "refused as corrupt); newer checkpoints are moved to checkpoints.set_aside/, "
+        "not deleted", metavar="STEP"))
+    progress: bool = field(default=True, metadata=cli(
+        "no progress bar", flag="--no-progress"))
+    checkpoint_every: int = field(default=1, metadata=cli(
+        "chunks between checkpoints"))
+    save_buffer: bool = field(default=True, metadata=cli(
+        "leave the replay buffer out of checkpoints (smaller; a resume restarts it "
+        "empty)", flag="--no-buffer-checkpoint"))
+    media_top_k: int = field(default=3, metadata=cli(
+        "audio/PNG items kept per stage and kind (best/worst held-out)"))
+    media: bool = field(default=True, metadata=cli(
+        "write no audio/PNG media", flag="--no-media"))
+    tensorboard: bool = field(default=True, metadata=cli(
+        "write no TensorBoard event files (JSONL logs only)", flag="--no-tensorboard"))
+    distributed: bool = field(default=False, metadata=cli(
+        "call jax.distributed.initialize() (multi-host)"))

@@ -74,6 +74,7 @@ def make_losses(cfg: SACConfig, actor, critic, delta_mask=None):
     dm = None
     if delta_mask is not None and cfg.entropy_c_per_module:
         dm = jnp.asarray(delta_mask, jnp.float32)  # (K, D)
+    bc_sel = None if delta_mask is None else jnp.asarray(delta_mask, jnp.float32)
     n_k = (jnp.full((actor.n_modules,), float(n_delta)) if dm is None else jnp.sum(dm, axis=-1))
 
     def policy_terms(actor_params, key, net_obs, mask):
@@ -85,12 +86,12 @@ def make_losses(cfg: SACConfig, actor, critic, delta_mask=None):
         else:
             logp_ck = logp_dims @ dm.T
         probs, logp_d = nets.categorical_probs_logprobs(logits)
-        return delta, logp_ck, probs, logp_d
+        return delta, logp_ck, probs, logp_d, mean
 
     def critic_loss(critic_params, target_params, actor_params, log_alphas, batch_in, key):
-        (obs_in, mask, delta, module, reward, terminated, nobs_in, nmask) = batch_in
+        (obs_in, mask, delta, module, reward, terminated, nobs_in, nmask) = batch_in[:8]
         a_c, a_d = jnp.exp(log_alphas[0]), jnp.exp(log_alphas[1])
-        nd, nlogp_c, nprobs, nlogp_d = policy_terms(actor_params, key, nobs_in, nmask)
+        nd, nlogp_c, nprobs, nlogp_d, _ = policy_terms(actor_params, key, nobs_in, nmask)
         q_next = jnp.min(critic.apply(target_params, nobs_in, nd), axis=0)  # (B, K)
         v_next = jnp.sum(nprobs * (q_next - a_d * nlogp_d - a_c * nlogp_c), axis=-1)
         y = cfg.reward_scale * reward + cfg.gamma * (1.0 - terminated) * v_next
@@ -100,9 +101,15 @@ def make_losses(cfg: SACConfig, actor, critic, delta_mask=None):
         loss = 0.5 * jnp.mean(jnp.sum((q_a - y[None]) ** 2, axis=0))
         return loss, {"critic_loss": loss, "q_mean": jnp.mean(q_a), "q_target_mean": jnp.mean(y)}
 
-    def actor_loss(actor_params, critic_params, log_alphas, obs_in, mask, key):
+    def actor_loss(actor_params, critic_params, log_alphas, obs_in, mask, key, expert=None,
+                   bc_weight=0.0):
+        """SAC's actor loss; with ``expert = (module, delta)`` (the ground-truth teacher's
+        action on these states) plus ``bc_weight`` x the behaviour-cloning loss: cross-entropy
+        of the teacher's module + mean squared error of the greedy delta ``tanh(mean)`` on the
+        entries that module edits (a squared error, not the tanh-Gaussian likelihood: the
+        teacher's deltas are often saturated at +-1, where that likelihood diverges)."""
         a_c, a_d = jnp.exp(log_alphas[0]), jnp.exp(log_alphas[1])
-        delta, logp_ck, probs, logp_d = policy_terms(actor_params, key, obs_in, mask)
+        delta, logp_ck, probs, logp_d, mean = policy_terms(actor_params, key, obs_in, mask)
         q = jnp.min(critic.apply(critic_params, obs_in, delta), axis=0)
         per_state = jnp.sum(probs * (a_d * logp_d + a_c * logp_ck - q), axis=-1)
         entropy_d = -jnp.sum(probs * logp_d, axis=-1)
@@ -110,7 +117,17 @@ def make_losses(cfg: SACConfig, actor, critic, delta_mask=None):
         logp_c = jnp.sum(p * logp_ck, axis=-1)  # expected over the module choice
         n_c = jnp.sum(p * n_k, axis=-1)  # expected number of entries the edit moves
         loss = jnp.mean(per_state)
-        return loss, {"actor_loss": loss, "logp_c": logp_c, "entropy_d": entropy_d, "n_c": n_c}
+        aux = {"actor_loss": loss, "logp_c": logp_c, "entropy_d": entropy_d, "n_c": n_c}
+        if expert is not None:
+            e_module, e_delta = expert
+            ce = -jnp.take_along_axis(logp_d, e_module[:, None], axis=-1)[:, 0]
+            sel = jnp.ones_like(e_delta) if bc_sel is None else bc_sel[e_module]
+            mse = jnp.sum(sel * (jnp.tanh(mean) - e_delta) ** 2, -1) / jnp.maximum(jnp.sum(sel, -1), 1.0)
+            bc = jnp.mean(ce + mse)
+            loss = loss + bc_weight * bc
+            aux.update(bc_loss=bc, bc_module_acc=jnp.mean((jnp.argmax(logp_d, -1) == e_module).astype(jnp.float32)),
+                       bc_weight=jnp.asarray(bc_weight, jnp.float32))
+        return loss, aux
 
     def alpha_loss(log_alphas, logp_c, entropy_d, mask, n_c):
         n_allowed = jnp.maximum(jnp.sum(mask, axis=-1), 1)
@@ -139,8 +156,14 @@ def make_update(cfg: SACConfig, actor, critic, delta_mask=None):
         critic_params = optax.apply_updates(state.critic, cu)
 
         obs_in, mask = batch_in[0], batch_in[1]
+        expert, bc_w = None, 0.0
+        if len(batch_in) > 8:  # the teacher's actions (trainer.batch_inputs with_expert)
+            expert = (batch_in[8], batch_in[9])
+            bc_w = cfg.bc_weight
+            if cfg.bc_decay_updates > 0:
+                bc_w = bc_w * jnp.maximum(0.0, 1.0 - state.updates.astype(jnp.float32) / cfg.bc_decay_updates)
         (_, am), ag = jax.value_and_grad(actor_loss, has_aux=True)(
-            state.actor, critic_params, log_alphas, obs_in, mask, ka)
+            state.actor, critic_params, log_alphas, obs_in, mask, ka, expert, bc_w)
         au, a_opt_state = a_opt.update(ag, state.actor_opt, state.actor)
         actor_params = optax.apply_updates(state.actor, au)
 

@@ -42,8 +42,10 @@ class Setup:
                                           max_delta=cfg.max_delta01())
         heldout = E.build_heldout_bank(bank_key, self.env.config, cfg.heldout_seed, cfg.n_heldout)
         self.params = SynthTrainParams(env_params, heldout)
-        self.adapter = synth_adapter(self.env, cfg.log_mel_dtype)
         self.sac_cfg = cfg.sac_config()
+        self.adapter = synth_adapter(self.env, cfg.log_mel_dtype, fresh=cfg.fresh_targets,
+                                     n_envs=cfg.envs, buffer_capacity=self.sac_cfg.buffer_capacity,
+                                     teacher=cfg.teacher_weight > 0)
         self.trainer = sac.make_trainer(self.sac_cfg, self.adapter)
         self.keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.seeds)
         self.init = jax.jit(jax.vmap(self.trainer.init, in_axes=(0, None)))

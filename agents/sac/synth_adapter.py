@@ -27,6 +27,8 @@ from agents import curriculum as C
 from agents import env as E
 from agents.sac import networks as nets
 from agents.sac import replay
+from agents.env.expert import expert_action
+from agents.env.fresh_targets import fresh_bank
 from agents.sac.trainer import Adapter
 from jaxsynth import params as P
 
@@ -35,6 +37,8 @@ from jaxsynth import params as P
 class SynthTrainParams:
     env: E.EnvParams
     heldout: E.TargetBank  # (n_stages, n_heldout, ...) held-out targets, same start presets
+    ring: replay.TargetRing | None = None  # fresh targets: what stored target indices point to
+    ring_offset: jax.Array | None = None  # first ring row of the current episode's targets
 
 
 def net_input(obs: E.Obs):
@@ -68,8 +72,28 @@ def heldout_episode(env: E.SynthMatchEnv, policy, p: SynthTrainParams):
     return loss0, losses, params01[-1]
 
 
-def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapter:
+def _ring_obs(env: E.SynthMatchEnv, ring: replay.TargetRing, mel, p01, ti, stage) -> E.Obs:
+    """``SynthMatchEnv.obs_from`` with the target taken from the ring."""
+    target = ring.log_mel[ti].astype(jnp.float32)
+    mask = jnp.asarray(C.stage_module_masks())[jnp.clip(stage, 0, C.N_STAGES - 1)]
+    return E.Obs(current_log_mel=mel, target_log_mel=target, delta_log_mel=mel - target,
+                 params01=p01, module_mask=mask)
+
+
+def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16", *, fresh: bool = False,
+                  n_envs: int = 0, buffer_capacity: int = 0, start_fn=None,
+                  teacher: bool = False) -> Adapter:
+    """The adapter. ``fresh``: a new target per env and episode, drawn and rendered inside the
+    program (``agents.env.fresh_targets``), the start from ``start_fn`` (None: the bank's start
+    presets); transitions then point into a ``replay.TargetRing`` (needs ``n_envs`` and
+    ``buffer_capacity``). ``teacher``: provide the ground-truth teacher's action on stored
+    states (``agents.env.expert``) for behaviour cloning."""
     cfg = env.config
+    dt = replay.LOG_MEL_DTYPES[log_mel_dtype]
+    if fresh and (n_envs < 1 or buffer_capacity < 1):
+        raise ValueError("synth_adapter(fresh=True) needs n_envs and buffer_capacity")
+    n_slots = replay.ring_slots(buffer_capacity, n_envs, cfg.max_steps) if fresh else 0
+    v_reset_to = jax.vmap(env.reset_to, in_axes=(0, 0, None))
     v_reset = jax.vmap(env.reset, in_axes=(0, None))
     v_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
@@ -80,7 +104,8 @@ def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapt
         return v_step(keys, state, E.Action(module, delta), p.env)
 
     def to_transition(obs, state, module, delta, reward, term, trunc, info, p):
-        return replay.synth_transition(obs.current_log_mel, obs.params01, state.target_index,
+        ti = state.target_index if p.ring is None else state.target_index + p.ring_offset
+        return replay.synth_transition(obs.current_log_mel, obs.params01, ti,
                                        p.env.stage, module, delta, reward, term, trunc,
                                        info["next_log_mel"], info["next_params01"], log_mel_dtype)
 
@@ -89,6 +114,8 @@ def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapt
 
     def net_input_store(stored: replay.SynthObsStore, p):
         def one(mel, p01, ti, stage):
+            if p.ring is not None:
+                return _ring_obs(env, p.ring, mel.astype(jnp.float32), p01, ti, stage)
             return env.obs_from(mel.astype(jnp.float32), p01, ti, p.env.replace(stage=stage))
         return net_input(jax.vmap(one)(stored.log_mel, stored.params01, stored.target_index, stored.stage))
 
@@ -113,6 +140,36 @@ def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapt
             m[f"loss_terms/{name}"] = jnp.mean(v)
         return m
 
+    def init_extra(p):
+        fixed = p.env.bank
+        n_fixed = fixed.n_stages * fixed.bank_size
+        rows = n_fixed + n_slots * n_envs
+        mel = jnp.zeros((rows, cfg.num_frames, cfg.n_mels), dt)
+        mel = mel.at[:n_fixed].set(fixed.log_mel.reshape((n_fixed,) + mel.shape[1:]).astype(dt))
+        p01 = jnp.zeros((rows, P.N_PARAMS), jnp.float32).at[:n_fixed].set(fixed.params01.reshape(n_fixed, -1))
+        return replay.TargetRing(mel, p01, jnp.zeros((), jnp.int32))
+
+    def begin_episode(key, ring: replay.TargetRing, p):
+        fb = fresh_bank(key, p.env.stage, n_envs, cfg, p.env.bank, start_fn)
+        n_fixed = ring.rows - n_slots * n_envs
+        off = (n_fixed + ring.slot * n_envs).astype(jnp.int32)
+        ring = replay.TargetRing(
+            jax.lax.dynamic_update_slice(ring.log_mel, fb.log_mel[0].astype(dt), (off, 0, 0)),
+            jax.lax.dynamic_update_slice(ring.params01, fb.params01[0], (off, 0)),
+            (ring.slot + 1) % n_slots)
+        p_ep = p.replace(env=p.env.replace(bank=fb), ring=ring, ring_offset=off)
+        idx = jnp.arange(n_envs)
+        obs, state = v_reset_to(idx, idx, p_ep.env)
+        return ring, p_ep, obs, state
+
+    def expert(stored: replay.SynthObsStore, p):
+        if p.ring is not None:
+            target01 = p.ring.params01[stored.target_index]
+        else:
+            target01 = p.env.bank.params01.reshape(-1, P.N_PARAMS)[stored.target_index]
+        return jax.vmap(expert_action, in_axes=(0, 0, 0, None, None))(
+            stored.params01, target01, stored.stage, p.env.max_delta, cfg.note)
+
     example = replay.example_synth_transition(cfg.num_frames, cfg.n_mels, log_mel_dtype)
     return Adapter(
         n_modules=P.N_MODULES, n_delta=P.N_PARAMS, reset=reset, step=step, to_transition=to_transition,
@@ -121,4 +178,6 @@ def synth_adapter(env: E.SynthMatchEnv, log_mel_dtype: str = "float16") -> Adapt
         with_stage=lambda p, s: p.replace(env=p.env.replace(stage=jnp.asarray(s, jnp.int32))),
         advance=lambda s, m, p: C.advance(s, m, p.env.thresholds),
         step_metrics=step_metrics, example_transition=example,
-        delta_mask=np.asarray(P.MODULE_PARAMS, bool))
+        delta_mask=np.asarray(P.MODULE_PARAMS, bool),
+        init_extra=init_extra if fresh else None, begin_episode=begin_episode if fresh else None,
+        episode_steps=cfg.max_steps if fresh else 0, expert=expert if teacher else None)

@@ -48,6 +48,16 @@ class Adapter:
     step_metrics(reward, info) -> dict of scalars logged every env step
     example_transition: unbatched Transition for the buffer layout
     delta_mask: (n_modules, n_delta) bool, the delta entries each module edits (None: all)
+
+    Optional, for environments that draw fresh episodes inside the program:
+    init_extra(env_params) -> extra          adapter state carried in the Runner
+    begin_episode(key, extra, env_params) -> (extra, episode_params, obs, env_state)
+        starts a new episode in every env (e.g. fresh targets rendered now); the chunk then
+        runs ``episode_steps`` env steps with ``episode_params`` (so ``steps_per_eval`` must
+        be a multiple of ``episode_steps``) and samples updates with them.
+    expert(stored_obs, env_params) -> (module, delta)
+        a teacher's action on stored states (behaviour cloning on the learner's own states,
+        ``SACConfig.bc_weight``).
     """
 
     n_modules: int
@@ -64,6 +74,10 @@ class Adapter:
     step_metrics: Callable
     example_transition: Any
     delta_mask: Any = None  # (n_modules, n_delta) bool: entries module k edits; None = all
+    init_extra: Callable | None = None
+    begin_episode: Callable | None = None
+    episode_steps: int = 0
+    expert: Callable | None = None
 
 
 @flax.struct.dataclass
@@ -75,6 +89,7 @@ class Runner:
     stage: jax.Array
     env_steps: jax.Array  # env steps of all envs taken so far
     key: jax.Array
+    extra: Any = None  # adapter state (Adapter.init_extra), e.g. the fresh targets' ring
 
 
 class Trainer(NamedTuple):
@@ -85,12 +100,16 @@ class Trainer(NamedTuple):
     config: SACConfig
 
 
-def batch_inputs(adapter: Adapter, batch: replay.Transition, env_params):
-    """Network inputs for a sampled batch (observations rebuilt from what the buffer stores)."""
+def batch_inputs(adapter: Adapter, batch: replay.Transition, env_params, with_expert: bool = False):
+    """Network inputs for a sampled batch (observations rebuilt from what the buffer stores);
+    with ``with_expert`` also the teacher's (module, delta) on the batch's states."""
     obs_in, mask = adapter.net_input_store(batch.obs, env_params)
     nobs_in, nmask = adapter.net_input_store(batch.next_obs, env_params)
-    return (obs_in, mask, batch.delta, batch.module, batch.reward,
-            batch.terminated.astype(jnp.float32), nobs_in, nmask)
+    out = (obs_in, mask, batch.delta, batch.module, batch.reward,
+           batch.terminated.astype(jnp.float32), nobs_in, nmask)
+    if with_expert:
+        out = out + tuple(adapter.expert(batch.obs, env_params))
+    return out
 
 
 def greedy_policy(actor, actor_params):
@@ -146,6 +165,13 @@ def make_trainer(cfg: SACConfig, adapter: Adapter) -> Trainer:
     update = make_update(cfg, actor, critic, adapter.delta_mask)
     sharding = env_sharding(cfg)
     E = cfg.n_envs
+    with_expert = cfg.bc_weight > 0
+    if with_expert and adapter.expert is None:
+        raise ValueError("SACConfig.bc_weight > 0 needs an adapter with a teacher (Adapter.expert)")
+    episodic = adapter.begin_episode is not None
+    if episodic and cfg.steps_per_eval % adapter.episode_steps:
+        raise ValueError(f"fresh episodes are drawn per episode of {adapter.episode_steps} steps: "
+                         f"steps per chunk ({cfg.steps_per_eval}) must be a multiple of it")
 
     def init(key, env_params) -> Runner:
         k_env, k_net, k_run = jax.random.split(key, 3)
@@ -155,8 +181,9 @@ def make_trainer(cfg: SACConfig, adapter: Adapter) -> Trainer:
         one = jax.tree.map(lambda x: x[0], (net_obs, mask))
         sac = init_sac_state(k_net, cfg, actor, critic, *one)
         buf = replay.init(adapter.example_transition, cfg.buffer_capacity)
+        extra = adapter.init_extra(env_params) if adapter.init_extra is not None else None
         return Runner(sac, buf, env_state, obs, adapter.stage_of(env_params),
-                      jnp.zeros((), jnp.int32), k_run)
+                      jnp.zeros((), jnp.int32), k_run, extra)
 
     def env_and_updates(runner: Runner, env_params):
         env_params = adapter.with_stage(env_params, runner.stage)
@@ -174,19 +201,34 @@ def make_trainer(cfg: SACConfig, adapter: Adapter) -> Trainer:
         def one_update(sac, k):
             ks, ku = jax.random.split(k)
             batch = replay.sample(buf, ks, cfg.batch_size)
-            return update(sac, batch_inputs(adapter, batch, env_params), ku)
+            return update(sac, batch_inputs(adapter, batch, env_params, with_expert), ku)
 
         sac, upd_metrics = jax.lax.scan(one_update, runner.sac,
                                         jax.random.split(k_upd, cfg.updates_per_step))
         metrics = {k: jnp.mean(v) for k, v in upd_metrics.items()}
         metrics.update(adapter.step_metrics(reward, info))
         metrics["terminated_frac"] = jnp.mean(term.astype(jnp.float32))
-        runner = Runner(sac, buf, env_state, obs, runner.stage, runner.env_steps + 1, key)
+        runner = Runner(sac, buf, env_state, obs, runner.stage, runner.env_steps + 1, key, runner.extra)
         return runner, metrics
 
+    def episode(runner: Runner, env_params):
+        """A new episode in every env (adapter.begin_episode), then its steps."""
+        key, k_ep = jax.random.split(runner.key)
+        extra, p_ep, obs, env_state = adapter.begin_episode(
+            k_ep, runner.extra, adapter.with_stage(env_params, runner.stage))
+        obs, env_state = _constrain((obs, env_state), sharding, E)
+        runner = runner.replace(extra=extra, obs=obs, env_state=env_state, key=key)
+        return jax.lax.scan(lambda r, _: env_and_updates(r, p_ep), runner, None,
+                            length=adapter.episode_steps)
+
     def chunk(runner: Runner, env_params):
-        runner, step_metrics = jax.lax.scan(lambda r, _: env_and_updates(r, env_params),
-                                            runner, None, length=cfg.steps_per_eval)
+        if episodic:
+            runner, step_metrics = jax.lax.scan(lambda r, _: episode(r, env_params), runner, None,
+                                                length=cfg.steps_per_eval // adapter.episode_steps)
+            step_metrics = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), step_metrics)
+        else:
+            runner, step_metrics = jax.lax.scan(lambda r, _: env_and_updates(r, env_params),
+                                                runner, None, length=cfg.steps_per_eval)
         key, k_eval = jax.random.split(runner.key)
         p = adapter.with_stage(env_params, runner.stage)
         ev = adapter.evaluate(greedy_policy(actor, runner.sac.actor), k_eval, p)
