@@ -188,6 +188,10 @@ class TrainConfig:
         "states in the actor loss (0: off)"))
     teacher_decay: int = field(default=0, metadata=cli(
         "updates over which --teacher-weight decays linearly to 0 (0: constant)"))
+    discrete: str = field(default="snap", metadata=cli(
+        "discrete parameters (coarse tune, unison voices, filter type, LFO shape): 'snap' keeps "
+        "only valid choices in the state; 'latent' keeps the unsnapped value (small deltas "
+        "accumulate; the synth snaps when rendering)", choices=("snap", "latent")))
 
     def __post_init__(self):
         checks = [
@@ -229,9 +233,10 @@ class TrainConfig:
             from jaxsynth.synth import SynthConfig
             return E.EnvConfig(synth=SynthConfig(duration_s=self.duration_s),
                                features=FeatureConfig(duration_s=self.duration_s),
-                               max_steps=self.max_steps, bank_size=self.bank_size, reward=reward)
+                               max_steps=self.max_steps, bank_size=self.bank_size, reward=reward,
+                               discrete=self.discrete)
         return E.small_config(self.duration_s, max_steps=self.max_steps, bank_size=self.bank_size,
-                              build_chunk=min(32, self.bank_size), reward=reward)
+                              build_chunk=min(32, self.bank_size), reward=reward, discrete=self.discrete)
 
     def max_delta01(self) -> np.ndarray:
         """(N_PARAMS,) per-parameter edit scale of a full delta (``env.default_max_delta``)."""
