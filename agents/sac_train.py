@@ -21,123 +21,94 @@ few env steps and many updates per step. For real runs on a GPU raise ``--total-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from agents import curriculum as C
 from agents.sac import checkpoint as ckpt
-from agents.sac import replay
 from agents.sac.config import RunOptions, TrainConfig
 from agents.sac.run import run
 from jaxsynth.io import OutputPathError
 
 
+def _add_fields(group, cls, parser_defaults: dict) -> None:
+    """One flag per field of the dataclass ``cls``, from the field's ``cli`` metadata
+    (``agents.sac.config.cli``): ``--field-name`` (or its ``flag``), typed by the annotation;
+    a boolean becomes a switch that flips its default. A field without metadata is an error,
+    so a new field cannot be left out of the CLI."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "cli" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} has no CLI metadata: declare it with "
+                            "field(default=..., metadata=cli('help text')) in agents/sac/config.py")
+        kw = dict(f.metadata["cli"])
+        flag = kw.pop("flag") or "--" + f.name.replace("_", "-")
+        default = kw.pop("default", f.default)
+        kw.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
+        parser_defaults[f.name] = default
+        kind = hints[f.name]
+        if kind is bool:
+            kw.pop("metavar")
+            group.add_argument(flag, dest=f.name, action="store_false" if default else "store_true",
+                               default=argparse.SUPPRESS, **kw)
+        elif typing.get_origin(kind) is tuple:
+            (item, _) = typing.get_args(kind)
+            group.add_argument(flag, dest=f.name, type=item, nargs="+", default=list(default), **kw)
+        else:
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            group.add_argument(flag, dest=f.name, type=args[0] if args else kind, default=default, **kw)
+
+
+def _values(ns: argparse.Namespace, cls, parser_defaults: dict) -> dict:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        v = getattr(ns, f.name, parser_defaults[f.name])
+        out[f.name] = tuple(v) if typing.get_origin(hints[f.name]) is tuple else v
+    return out
+
+
+_DEFAULTS: dict[str, dict] = {}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
+    """The parser, generated from the fields of ``TrainConfig`` and ``RunOptions``."""
     p = argparse.ArgumentParser(
         prog="python -m agents.sac_train",
         description="Train the hybrid SAC sound-matching agent (PureJaxRL-style compiled chunks). "
                     "Defaults finish in a few minutes on a 2-core CPU; scale up by flags on a GPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--envs", type=int, default=d.envs, help="parallel environments per seed (sharded over devices)")
-    a("--seeds", type=int, default=d.seeds, help="independent seeds trained at once with jax.vmap")
-    a("--seed", type=int, default=d.seed, help="base random seed (fixes bank, networks, exploration)")
-    a("--total-steps", type=int, default=d.total_steps,
-      help="env steps of all envs in the whole run (transitions = this x envs x seeds)")
-    a("--chunk-steps", type=int, default=d.chunk_steps,
-      help="env steps per compiled chunk; a held-out evaluation + curriculum check ends each chunk")
-    a("--updates-per-step", type=int, default=d.updates_per_step, help="SAC gradient updates per env step")
-    a("--batch-size", type=int, default=d.batch_size, help="SAC minibatch size")
-    a("--stage", type=int, default=d.stage, help=f"starting curriculum stage (0..{C.N_STAGES - 1})")
-    a("--encoder", choices=("mlp", "cnn"), default=d.encoder,
-      help="observation encoder: MLP over the flat observation or a small CNN over the log-mels (Q1)")
-    a("--hidden", type=int, nargs="+", default=list(d.hidden), help="hidden layer widths")
-    a("--duration", type=float, default=d.duration_s, help="clip length in seconds")
-    a("--full-analysis", action="store_true",
-      help="use the full feature analysis (64 mels, 4 MR-STFT sizes) instead of the small CPU one")
-    a("--max-steps", type=int, default=d.max_steps, help="edits per episode (time limit: truncation)")
-    a("--bank-size", type=int, default=d.bank_size, help="training targets per stage in the target bank")
-    a("--heldout", type=int, default=d.n_heldout, help="held-out presets per stage for evaluation (D4)")
-    a("--gamma", type=float, default=d.gamma, help="discount")
-    a("--tau", type=float, default=d.tau, help="Polyak rate of the target critics")
-    a("--lr", type=float, default=d.lr, help="Adam learning rate of actor and critics")
-    a("--init-alpha", type=float, default=d.init_alpha, help="initial entropy temperatures (both heads)")
-    a("--lr-alpha", type=float, default=d.lr_alpha, help="Adam learning rate of the log-temperatures")
-    a("--target-entropy-c", type=float, default=d.target_entropy_c_per_dim,
-      help="continuous-head entropy target per delta dimension (nats)")
-    a("--target-entropy-d", type=float, default=d.target_entropy_d_ratio,
-      help="discrete-head entropy target as a fraction of log(number of unlocked modules)")
-    a("--entropy-c-all-dims", action="store_true",
-      help="measure the continuous-head entropy on all delta entries, not only those the chosen "
-           "module edits")
-    a("--best-bonus", type=float, default=d.best_bonus,
-      help="weight of the D3 best-so-far bonus in the reward (0: improvement only)")
-    a("--max-delta", type=float, default=d.max_delta,
-      help="largest change of a continuous parameter per edit, in normalized units (discrete "
-           "parameters: at least one choice step)")
-    a("--buffer-capacity", type=int, default=d.buffer_capacity,
-      help="replay capacity in transitions (raised to --envs if smaller)")
-    a("--log-mel-dtype", choices=tuple(replay.LOG_MEL_DTYPES), default=d.log_mel_dtype,
-      help="dtype of log-mels stored in the replay buffer")
-    a("--no-shard", action="store_true", help="do not shard envs over local devices")
-    a("--cmaes-targets", type=int, default=d.cmaes_targets,
-      help="D5 warm start: CMA-ES solves this many bank targets; its best trajectories are "
-           "replayed in the env and seeded into the replay buffer (0: off)")
-    a("--cmaes-budget", type=int, default=d.cmaes_budget, help="CMA-ES renders per warm-start target")
-    a("--bc-steps", type=int, default=d.bc_steps,
-      help="D5 warm start: behaviour-cloning steps on the CMA-ES transitions (0: off)")
-    a("--out", default=None, help="output directory (logs, media, checkpoints); default: a new "
-      f"{RunOptions.out}/<UTC date-time> per run, so repeating a command never collides")
-    a("--resume", action="store_true", help="continue the run checkpointed in --out")
-    a("--resume-from", type=int, default=None, metavar="STEP",
-      help="continue from checkpoint STEP instead of the newest (when the newest is refused as "
-           "corrupt); newer checkpoints are moved to checkpoints.set_aside/, not deleted")
-    a("--checkpoint-every", type=int, default=RunOptions.checkpoint_every, help="chunks between checkpoints")
-    a("--no-buffer-checkpoint", action="store_true",
-      help="leave the replay buffer out of checkpoints (smaller; a resume restarts it empty)")
-    a("--media-top-k", type=int, default=RunOptions.media_top_k,
-      help="audio/PNG items kept per stage and kind (best/worst held-out)")
-    a("--no-media", action="store_true", help="write no audio/PNG media")
-    a("--no-progress", action="store_true", help="no progress bar")
-    a("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    _DEFAULTS["train"], _DEFAULTS["run"] = {}, {}
+    _add_fields(p.add_argument_group("training (TrainConfig: fixes the numbers)"), TrainConfig,
+                _DEFAULTS["train"])
+    _add_fields(p.add_argument_group("run (RunOptions: output, resume, logging)"), RunOptions,
+                _DEFAULTS["run"])
     return p
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
     p = build_parser()
     ns = p.parse_args(argv)
+    run_kw = _values(ns, RunOptions, _DEFAULTS["run"])
     try:
-        cfg = TrainConfig(
-            envs=ns.envs, seeds=ns.seeds, seed=ns.seed, total_steps=ns.total_steps,
-            chunk_steps=ns.chunk_steps, updates_per_step=ns.updates_per_step,
-            batch_size=ns.batch_size, stage=ns.stage, encoder=ns.encoder, hidden=tuple(ns.hidden),
-            duration_s=ns.duration, full_analysis=ns.full_analysis, max_steps=ns.max_steps,
-            bank_size=ns.bank_size, n_heldout=ns.heldout, gamma=ns.gamma, tau=ns.tau, lr=ns.lr,
-            init_alpha=ns.init_alpha, lr_alpha=ns.lr_alpha, target_entropy_c_per_dim=ns.target_entropy_c,
-            target_entropy_d_ratio=ns.target_entropy_d, best_bonus=ns.best_bonus,
-            entropy_c_per_module=not ns.entropy_c_all_dims, max_delta=ns.max_delta,
-            buffer_capacity=ns.buffer_capacity,
-            log_mel_dtype=ns.log_mel_dtype, shard=not ns.no_shard,
-            cmaes_targets=ns.cmaes_targets, cmaes_budget=ns.cmaes_budget, bc_steps=ns.bc_steps)
+        cfg = TrainConfig(**_values(ns, TrainConfig, _DEFAULTS["train"]))
         cfg.sac_config()  # validates the SAC settings
-        if ns.checkpoint_every < 1 or ns.media_top_k < 1:
+        if run_kw["checkpoint_every"] < 1 or run_kw["media_top_k"] < 1:
             raise ValueError("--checkpoint-every and --media-top-k must be >= 1")
     except ValueError as e:
         p.error(str(e))
-    if ns.out is None:
-        if ns.resume or ns.resume_from is not None:
+    if run_kw["resume_from"] is not None:
+        run_kw["resume"] = True
+    if run_kw["out"] is None:
+        if run_kw["resume"]:
             p.error("--resume needs --out DIR: the directory of the run to continue")
-        ns.out = str(Path(RunOptions.out) / time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
-    opts = RunOptions(out=ns.out, resume=ns.resume or ns.resume_from is not None,
-                      resume_from=ns.resume_from, progress=not ns.no_progress,
-                      checkpoint_every=ns.checkpoint_every, save_buffer=not ns.no_buffer_checkpoint,
-                      media_top_k=ns.media_top_k, media=not ns.no_media, distributed=ns.distributed)
-    return cfg, opts
+        run_kw["out"] = str(Path(RunOptions.out) / time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+    return cfg, RunOptions(**run_kw)
 
 
 def main(argv=None) -> int:
