@@ -31,7 +31,12 @@ def main(argv=None) -> int:
     ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy",
                     help="the policy's first episode: greedy or sampled actions (later episodes sample)")
     ap.add_argument("--no-pitch", action="store_true", help="leave out the CREPE pitch-error column")
-    ap.add_argument("--wav-dir", default=None)
+    ap.add_argument("--wav-dir", default=None,
+                    help="audio files; a notes.csv (file, f0_hz or midi_note) or m<MIDI> in the name gives the played note")
+    ap.add_argument("--no-pitch-first", action="store_true",
+                    help="search matchers search the tune like any parameter (the old behaviour)")
+    ap.add_argument("--pitch-method", choices=("auto", "yin", "crepe"), default="auto",
+                    help="f0 estimator for pitch-first matching and the f0 columns (auto: CREPE tiny if installed)")
     ap.add_argument("--duration-s", type=float, default=0.5)
     ap.add_argument("--out", required=True, help="output folder for evaluation.md/.json")
     a = ap.parse_args(argv)
@@ -42,7 +47,8 @@ def main(argv=None) -> int:
         ec = EvalConfig(seed=a.seed, stages=tuple(a.stages), n_heldout=a.n_heldout,
                         budgets=tuple(a.budgets), matchers=tuple(matchers), wav_dir=a.wav_dir,
                         duration_s=a.duration_s, out_dir=a.out, policy=a.policy,
-                        policy_mode=a.policy_mode, pitch=not a.no_pitch)
+                        policy_mode=a.policy_mode, pitch=not a.no_pitch,
+                        pitch_first=not a.no_pitch_first, pitch_method=a.pitch_method)
         rows = run_evaluation(ec)
     except (ValueError, FileNotFoundError, CheckpointError) as e:  # AudioFileError is a ValueError
         print(f"error: {e}", file=sys.stderr)

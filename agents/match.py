@@ -53,10 +53,14 @@ def main(argv=None) -> int:
     ap.add_argument("--policy", default=None, metavar="RUN_DIR",
                     help="trained policy for --method sac/sac+cmaes: the --out of agents.sac_train")
     ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy")
+    ap.add_argument("--no-pitch-first", action="store_true",
+                    help="search the tune like any parameter (default: estimate the f0 first)")
+    ap.add_argument("--pitch-method", choices=("auto", "yin", "crepe"), default="auto",
+                    help="f0 estimator: CREPE tiny if installed, else pure-JAX YIN (auto)")
     ap.add_argument("--out", required=True, help="output folder")
     a = ap.parse_args(argv)
     job = MatchJob(a.target, a.out, a.method, a.budget, a.seed, a.stage, a.duration_s, a.policy,
-                   a.policy_mode)
+                   a.policy_mode, not a.no_pitch_first, a.pitch_method)
     try:
         if not 0 <= job.stage < C.N_STAGES:
             raise ValueError(f"--stage must be in [0, {C.N_STAGES - 1}], got {job.stage}")

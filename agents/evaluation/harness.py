@@ -20,8 +20,10 @@ Same seed -> same table (except the time column).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import time
 import warnings
 import zlib
@@ -48,6 +50,7 @@ from agents.search.common import (
 )
 from jaxsynth import params as P
 from jaxsynth.io import atomic_write, load_audio
+from jaxsynth.pitch import estimate_note
 from jaxsynth.synth import SynthConfig
 
 METRICS = ("mrstft", "log_mel_l1", "spectral_convergence", "mfcc_l1", "loudness_lu", "total")
@@ -72,6 +75,8 @@ class EvalConfig:
     policy: str | None = None  # a sac_train run directory: adds the matchers "sac" and "sac+cmaes"
     policy_mode: str = "greedy"
     pitch: bool = True  # the CREPE pitch-error column (NaN with a warning if CREPE is unavailable)
+    pitch_first: bool = True  # search matchers estimate the target's f0 first (agents.search.pitch_first)
+    pitch_method: str = "auto"  # f0 estimator of pitch-first matching and of the f0 columns: auto, yin, crepe
 
     def __post_init__(self):
         known = SEARCH_MATCHERS + (POLICY_MATCHERS if self.policy is not None else ())
@@ -94,6 +99,7 @@ class TargetSet:
     true_params01: np.ndarray | None  # (T, N) or None
     labels: list[str] = field(default_factory=list)
     audio: np.ndarray | None = None  # (T, samples): pitch metric and policy observations
+    played_f0_hz: np.ndarray | None = None  # (T,) the played note's f0 where known (sidecar CSV, name)
 
 
 def heldout_set(stage: int, n: int, seed: int, cfg: MatchConfig) -> TargetSet:
@@ -113,7 +119,43 @@ def wav_set(folder: str, cfg: MatchConfig) -> TargetSet:
     audio = np.stack([load_audio(os.path.join(folder, f), cfg.synth.sample_rate, cfg.synth.num_samples)
                       for f in files])
     return TargetSet("wav", np.ones(P.N_MODULES, bool), target_features_of_audio(audio, cfg), None, files,
-                     audio)
+                     audio, played_notes_hz(folder, files))
+
+
+_NOTE_IN_NAME = re.compile(r"(?:^|[_\-. ])m(\d{1,3})(?=[_\-. ]|$)")
+
+
+def played_notes_hz(folder: str, files: list[str]) -> np.ndarray:
+    """f0 (Hz) of each file's played note: the ``f0_hz`` or ``midi_note`` column of a sidecar
+    ``notes.csv`` in ``folder`` (``file`` column = file name), else a MIDI note in the name
+    written ``m<number>`` (``cello_D3_m50.wav``), else NaN (then no pitch-error column)."""
+    known: dict[str, float] = {}
+    sidecar = os.path.join(folder, "notes.csv")
+    if os.path.isfile(sidecar):
+        with open(sidecar, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("f0_hz"):
+                    known[row["file"]] = float(row["f0_hz"])
+                elif row.get("midi_note"):
+                    known[row["file"]] = 440.0 * 2.0 ** ((float(row["midi_note"]) - 69.0) / 12.0)
+    out = []
+    for f in files:
+        m = _NOTE_IN_NAME.search(os.path.splitext(f)[0])
+        name_hz = 440.0 * 2.0 ** ((int(m.group(1)) - 69.0) / 12.0) if m and int(m.group(1)) <= 127 else np.nan
+        out.append(known.get(f, name_hz))
+    return np.asarray(out, np.float64)
+
+
+def f0_error_cents(match_audio, reference_f0_hz, sample_rate: int, method: str) -> np.ndarray:
+    """|cents| between the match's note-level f0 (``jaxsynth.pitch.estimate_note``) and the
+    reference f0 (the played note, or the true preset's estimated f0); an unpitched match
+    against a pitched reference counts as 1,200 cents (an octave, i.e. wrong); NaN where the
+    reference is unknown or unpitched."""
+    ref = np.asarray(reference_f0_hz, np.float64)
+    f0 = np.asarray(estimate_note(np.asarray(match_audio, np.float32), sample_rate, method).f0_hz, np.float64)
+    err = np.abs(1200.0 * np.log2(np.where(np.isfinite(f0), f0, 1.0) / np.where(np.isfinite(ref), ref, 1.0)))
+    err = np.where(np.isfinite(f0), err, 1200.0)
+    return np.where(np.isfinite(ref), err, np.nan)
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -153,7 +195,8 @@ def run_matcher(fn: Matcher, ts: TargetSet, budget: int, key, cfg: MatchConfig) 
 
 
 def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig,
-                 pitch: bool = True, matchers: dict[str, Matcher] | None = None) -> dict:
+                 pitch: bool = True, matchers: dict[str, Matcher] | None = None,
+                 pitch_method: str = "auto") -> dict:
     """One table cell group: match every target of ``ts`` with ``matchers[matcher]`` (default:
     ``build_matchers()``) and summarise the metrics."""
     matchers = build_matchers() if matchers is None else matchers
@@ -169,17 +212,27 @@ def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig
         err = np.abs(np.asarray(res.best_params01)[:, free] - ts.true_params01[:, free]).mean(axis=1)
         row["param_error"] = _summary(err)
     row["time_s"] = round(time.perf_counter() - t0, 2)  # matching and the metrics above
+    best_audio, _ = render_params(res.best_params01, cfg, res.render_note)
     if pitch and ts.audio is not None:
-        best_audio, _ = render_params(res.best_params01, cfg)
         row["pitch_cents"] = _summary(pitch_cents(np.asarray(best_audio), ts.audio,
                                                   cfg.synth.sample_rate))
+    if ts.audio is not None:
+        ref = ts.played_f0_hz
+        if ref is None:  # the true preset's note-level f0
+            ref = estimate_note(ts.audio, cfg.synth.sample_rate, pitch_method).f0_hz
+        err = f0_error_cents(best_audio, ref, cfg.synth.sample_rate, pitch_method)
+        known = np.isfinite(err)
+        row["f0_error_cents"] = _summary(err)
+        row["f0_off_50c"] = float(np.mean(err[known] > 50.0)) if known.any() else float("nan")
+        row["f0_targets"] = int(known.sum())
     return row
 
 
 def run_evaluation(ec: EvalConfig) -> list[dict]:
     """Every (target set, matcher, budget) cell, in a fixed order, keys from ``ec.seed``."""
     cfg = MatchConfig(synth=SynthConfig(duration_s=ec.duration_s))
-    matchers = build_matchers(ec.policy, ec.policy_mode)
+    matchers = build_matchers(ec.policy, ec.policy_mode, pitch_first=ec.pitch_first,
+                              pitch_method=ec.pitch_method)
     sets = [heldout_set(s, ec.n_heldout, ec.seed, cfg) for s in ec.stages]
     if ec.wav_dir:
         sets.append(wav_set(ec.wav_dir, cfg))
@@ -189,19 +242,21 @@ def run_evaluation(ec: EvalConfig) -> list[dict]:
     for i, m, b in tqdm(cells, desc="evaluate", disable=not ec.progress):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), b),
                                  zlib.crc32(m.encode()) & 0x7FFFFFFF)  # stable per name
-        rows.append(evaluate_set(sets[i], m, b, key, cfg, ec.pitch, matchers))
+        rows.append(evaluate_set(sets[i], m, b, key, cfg, ec.pitch, matchers, ec.pitch_method))
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
     """The table: median [IQR] per metric, one row per (set, matcher, budget)."""
-    cols = list(METRICS) + ["param_error", "pitch_cents"]
-    head = "| set | matcher | budget | " + " | ".join(cols) + " | time (s) |"
-    lines = [head, "|" + " --- |" * 3 + " ---: |" * (len(cols) + 1)]
+    cols = list(METRICS) + ["param_error", "pitch_cents", "f0_error_cents"]
+    head = "| set | matcher | budget | " + " | ".join(cols) + " | f0 >50c off | time (s) |"
+    lines = [head, "|" + " --- |" * 3 + " ---: |" * (len(cols) + 2)]
     for r in rows:
         cells = [f"{r[c]['median']:.3f} [{r[c]['iqr']:.3f}]" if c in r else "-" for c in cols]
+        off = (f"{100 * r['f0_off_50c']:.0f} % of {r['f0_targets']}"
+               if np.isfinite(r.get("f0_off_50c", np.nan)) else "-")
         lines.append(f"| {r['set']} | {r['matcher']} | {r['budget']} | " + " | ".join(cells)
-                     + f" | {r['time_s']:.1f} |")
+                     + f" | {off} | {r['time_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,8 @@ class MatchJob:
     duration_s: float = 0.5
     policy: str | None = None  # sac_train run directory (--method sac / sac+cmaes)
     policy_mode: str = "greedy"
+    pitch_first: bool = True  # estimate the target's f0 first (agents.search.pitch_first)
+    pitch_method: str = "auto"  # auto (CREPE tiny if installed, else YIN), yin, crepe
 
 
 def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, object]:
@@ -64,7 +66,8 @@ def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, obje
         raise ValueError(f"--policy is only used by --method {' or '.join(POLICY_METHODS)}")
     if job.method not in METHODS:
         raise ValueError(f"unknown method {job.method!r}; choose one of {list(METHODS)}")
-    matchers = build_matchers(job.policy, job.policy_mode)
+    matchers = build_matchers(job.policy, job.policy_mode, pitch_first=job.pitch_first,
+                              pitch_method=job.pitch_method)
     cfg = MatchConfig(synth=SynthConfig(duration_s=job.duration_s))
     audio = load_audio(job.target, cfg.synth.sample_rate, cfg.synth.num_samples)
     target = target_features_of_audio(audio[None], cfg)
@@ -76,8 +79,13 @@ def match_file(job: MatchJob) -> tuple[np.ndarray, MatchResult, np.ndarray, obje
     # preset.json keeps physical units to 6 decimals (jaxsynth.params.preset_to_dict): render
     # the preset as that file loads back, so match.wav is exactly preset.json rendered.
     as_saved = P.preset_from_dict(P.preset_to_dict(best))
-    rendered, _ = render_params(as_saved[None], cfg)
+    rendered, _ = render_params(as_saved[None], cfg, render_note(res))
     return best, res, np.asarray(rendered[0]), target
+
+
+def render_note(res: MatchResult):
+    """The (1,) MIDI note the match plays at, or None for the default ``MatchConfig.note``."""
+    return None if res.render_note is None else np.asarray(res.render_note)[:1]
 
 
 def write_outputs(job: MatchJob, best, res: MatchResult, rendered, target) -> list[str]:
@@ -90,13 +98,14 @@ def write_outputs(job: MatchJob, best, res: MatchResult, rendered, target) -> li
     paths = {n: os.path.join(out, n) for n in ("preset.json", "match.wav", "ab.png", "match.json")}
     P.save_preset(paths["preset.json"], best)
     save_audio(paths["match.wav"], rendered, cfg.synth.sample_rate)
-    _, feats = render_params(best[None], cfg)
+    _, feats = render_params(best[None], cfg, render_note(res))
     ab_figure(paths["ab.png"], target.log_mel[0], feats.log_mel[0],
               f"{os.path.basename(job.target)}: {job.method}, budget {job.budget}, "
               f"loss {float(res.best_loss[0]):.3f}", terms=res.best_terms)
     summary = {"target": os.path.abspath(job.target), "method": job.method,
                "budget": job.budget, "renders": int(res.trace_renders[-1]), "seed": job.seed,
-               "stage": job.stage, "policy": job.policy,
+               "stage": job.stage, "policy": job.policy, "pitch_first": job.pitch_first,
+               "render_note": float(cfg.note if res.render_note is None else np.asarray(res.render_note)[0]),
                "loss_terms": {f: float(np.asarray(getattr(res.best_terms, f))[0])
                               for f in LossTerms._fields},
                "trace_renders": [int(r) for r in res.trace_renders],

@@ -27,6 +27,8 @@ from agents.search.common import (
     update_best,
 )
 from agents.search.gradient import grad_match
+from agents.search.pitch_first import PitchFirstConfig
+from agents.search.pitch_first import pitch_first as with_pitch_first
 from agents.search.random_search import random_search
 from jaxsynth import params as P
 from jaxsynth.losses import matching_loss
@@ -37,12 +39,19 @@ POLICY_MATCHERS = ("sac", "sac+cmaes")
 
 
 def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
-                   seed_index: int = 0) -> dict[str, Matcher]:
+                   seed_index: int = 0, pitch_first: bool = True, pitch_method: str = "auto"
+                   ) -> dict[str, Matcher]:
     """``{name: matcher}``: random search, CMA-ES and gradient matching, plus, given a trained
     ``python -m agents.sac_train`` run directory, "sac" (the policy alone) and "sac+cmaes" (the
     policy with a quarter of the budget, then CMA-ES refinement). Raises
-    ``agents.sac.policy.PolicyLoadError`` for an unusable run directory."""
+    ``agents.sac.policy.PolicyLoadError`` for an unusable run directory.
+
+    ``pitch_first``: the search matchers estimate the target's f0 first and play the render
+    note there (``agents.search.pitch_first``; f0 by ``pitch_method``: auto, yin or crepe)."""
     matchers: dict[str, Matcher] = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}
+    if pitch_first:
+        pcfg = PitchFirstConfig(method=pitch_method)
+        matchers = {name: with_pitch_first(fn, pcfg) for name, fn in matchers.items()}
     if policy_run is not None:
         from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
         sac = policy_matcher(SACPolicy(load_policy(policy_run, seed_index), policy_mode))

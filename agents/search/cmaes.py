@@ -80,17 +80,18 @@ def _tell(key, x, loss, state, es_params, boundary_penalty, es):
 def cmaes_match(key: jax.Array, target: Features, module_mask, budget: int,
                 cfg: MatchConfig = MatchConfig(), base01=P.DEFAULT_PARAMS01, init01=None,
                 population: int | None = None, sigma0: float = 0.5,
-                boundary_penalty: float = 1.0) -> MatchResult:
+                boundary_penalty: float = 1.0, notes=None) -> MatchResult:
     """Match ``T`` targets (features with a leading (T,) axis) with CMA-ES, ``budget`` renders
     per target: ``budget // population`` generations of ``population`` candidates.
 
     Each target's search starts at ``init01`` ((N_PARAMS,) or (T, N_PARAMS); default
     ``base01``, the stage defaults the environment also starts from) with step size ``sigma0``
     in normalized units. ``population`` defaults to 4 + floor(3 ln n) for n free parameters,
-    capped at budget // 2 so that there are at least 2 generations.
+    capped at budget // 2 so that there are at least 2 generations. ``notes`` (T,): the MIDI
+    note each target's candidates play (default ``cfg.note``).
     """
     t = check_targets(target, base01)
-    free_idx = free_indices(module_mask)
+    free_idx = free_indices(module_mask, cfg.held)
     if population is None:
         population = max(2, min(default_population(len(free_idx)), int(budget) // 2))
     if population < 2:
@@ -107,7 +108,7 @@ def cmaes_match(key: jax.Array, target: Features, module_mask, budget: int,
     for k in jax.random.split(k_run, gens):
         k_ask, k_tell = jax.random.split(k)
         x, params, state = _ask(k_ask, state, es_params, base01, es, free_idx)
-        terms = evaluate_candidates(params, target, cfg)
+        terms = evaluate_candidates(params, target, cfg, notes)
         state = _tell(k_tell, x, terms.total, state, es_params, penalty, es)
         best = update_best(best, terms, params)
         trace.append(best)

@@ -57,6 +57,7 @@ class MatchConfig:
     render_seed: int = 0
     grad_step_renders: int = GRAD_STEP_RENDERS
     features_override: FeatureConfig | None = field(default=None)
+    held: tuple[str, ...] = ()  # parameters held at base01 although their module is unlocked
 
     @property
     def features(self) -> FeatureConfig:
@@ -72,6 +73,9 @@ class MatchConfig:
                              f"length ({self.synth.sample_rate} Hz, {self.synth.num_samples} samples)")
         if self.grad_step_renders < 1:
             raise ValueError(f"grad_step_renders must be >= 1, got {self.grad_step_renders}")
+        unknown = [n for n in self.held if n not in P.INDEX]
+        if unknown:
+            raise ValueError(f"MatchConfig.held: unknown parameter(s) {unknown}; names are jaxsynth.params.NAMES")
 
 
 class MatchResult(NamedTuple):
@@ -88,15 +92,18 @@ class MatchResult(NamedTuple):
     trace_renders: Int[np.ndarray, "K"]
     trace_loss: Float[Array, "T K"]
     trace_params01: Float[Array, "T K n_params"]
+    render_note: np.ndarray | None = None  # (T,) MIDI note each target's match plays; None: cfg.note
 
 
-def free_indices(module_mask) -> tuple[int, ...]:
-    """Indices of the parameters a matcher may change (those of the unlocked modules)."""
+def free_indices(module_mask, held: tuple[str, ...] = ()) -> tuple[int, ...]:
+    """Indices of the parameters a matcher may change: those of the unlocked modules, less the
+    ``held`` ones (e.g. the first oscillator's tune when the render note carries the pitch)."""
     mask = np.asarray(module_mask, bool)
     if mask.shape != (P.N_MODULES,):
         raise ValueError(f"module_mask must have shape ({P.N_MODULES},) (one bool per entry of "
                          f"jaxsynth.params.MODULES), got {mask.shape}")
-    idx = tuple(int(i) for i in np.nonzero(P.MODULE_PARAMS[mask].any(axis=0))[0])
+    held_idx = {P.INDEX[n] for n in held}
+    idx = tuple(int(i) for i in np.nonzero(P.MODULE_PARAMS[mask].any(axis=0))[0] if int(i) not in held_idx)
     if not idx:
         raise ValueError("module_mask unlocks no module: nothing to match")
     return idx
@@ -117,17 +124,22 @@ def render_key(cfg: MatchConfig) -> Array:
     return rendering.render_key(cfg.render_seed)
 
 
-def render_features(params01: Float[Array, "B n_params"], cfg: MatchConfig) -> tuple[Array, Features]:
-    """Render a flat batch with the fixed key and analyse it: (audio (B, samples), Features)."""
-    return rendering.render_analyze(params01, render_key(cfg), cfg.synth, cfg.features, cfg.note,
+def render_features(params01: Float[Array, "B n_params"], cfg: MatchConfig,
+                    notes: Float[Array, "B"] | None = None) -> tuple[Array, Features]:
+    """Render a flat batch with the fixed key and analyse it: (audio (B, samples), Features).
+    ``notes``: one MIDI note per sound (default ``cfg.note`` for all)."""
+    note = cfg.note if notes is None else notes
+    return rendering.render_analyze(params01, render_key(cfg), cfg.synth, cfg.features, note,
                                     cfg.velocity)
 
 
 def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
-                     cfg: MatchConfig) -> LossTerms:
-    """Loss terms of ``C`` candidates for each of ``T`` targets, rendered as ONE batch of T*C."""
+                     cfg: MatchConfig, notes: Float[Array, "T"] | None = None) -> LossTerms:
+    """Loss terms of ``C`` candidates for each of ``T`` targets, rendered as ONE batch of T*C.
+    ``notes``: the MIDI note each target's candidates are played at (default ``cfg.note``)."""
     t, c = params01.shape[:2]
-    _, feats = render_features(params01.reshape(t * c, P.N_PARAMS), cfg)
+    flat_notes = None if notes is None else jnp.repeat(jnp.asarray(notes, jnp.float32), c)
+    _, feats = render_features(params01.reshape(t * c, P.N_PARAMS), cfg, flat_notes)
     feats = jax.tree.map(lambda x: x.reshape((t, c) + x.shape[1:]), feats)
     target_b = jax.tree.map(lambda x: x[:, None], target)
     return matching_loss(feats, target_b, cfg.weights)
@@ -136,10 +148,17 @@ def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
 evaluate_candidates = jax.jit(candidate_losses, static_argnames="cfg")
 
 
-def render_params(params01: Float[Array, "B n_params"], cfg: MatchConfig) -> tuple[Array, Features]:
-    """Jitted ``render_features`` (audio and features of presets, rendered with the fixed key)."""
+def render_params(params01: Float[Array, "B n_params"], cfg: MatchConfig,
+                  notes=None) -> tuple[Array, Features]:
+    """Jitted ``render_features`` (audio and features of presets, rendered with the fixed key);
+    ``notes`` (B,) plays each preset at its own MIDI note (default ``cfg.note``)."""
+    if notes is not None:
+        return _render_notes_jit(jnp.asarray(params01, jnp.float32), cfg, jnp.asarray(notes, jnp.float32))
     return rendering.render_analyze_jit(jnp.asarray(params01, jnp.float32), render_key(cfg), cfg.synth,
                                         cfg.features, cfg.note, cfg.velocity)
+
+
+_render_notes_jit = jax.jit(render_features, static_argnames="cfg")
 
 
 def target_features_of_params(params01: Float[Array, "T n_params"], cfg: MatchConfig) -> Features:

@@ -39,12 +39,12 @@ def _grad_starts(key, base01, init01, t, starts, free_idx):
 
 
 @partial(jax.jit, static_argnames=("cfg", "free_idx", "learning_rate"))
-def grad_step(x, opt_state, target, base01, cfg, free_idx, learning_rate):
+def grad_step(x, opt_state, target, base01, cfg, free_idx, learning_rate, notes=None):
     """One Adam step of every start of every target; returns the terms at ``x`` (pre-step)."""
     continuous = jnp.asarray(~P.IS_DISCRETE[np.asarray(free_idx)])
 
     def loss_fn(x):
-        terms = candidate_losses(expand(x, base01, free_idx), target, cfg)
+        terms = candidate_losses(expand(x, base01, free_idx), target, cfg, notes)
         return jnp.sum(terms.total), terms
 
     (_, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(x)
@@ -55,14 +55,14 @@ def grad_step(x, opt_state, target, base01, cfg, free_idx, learning_rate):
 
 def grad_match(key: Array, target: Features, module_mask, budget: int,
                cfg: MatchConfig = MatchConfig(), base01=P.DEFAULT_PARAMS01, init01=None,
-               starts: int = 4, learning_rate: float = 0.05) -> MatchResult:
+               starts: int = 4, learning_rate: float = 0.05, notes=None) -> MatchResult:
     """Adam on the matching loss through the differentiable synth, from ``starts`` points per
     target (the first at ``init01``, default ``base01``; the rest uniform), projected onto
     [0, 1] after each step. Each step of each start costs ``cfg.grad_step_renders`` renders;
     the number of starts shrinks when the budget cannot give every start two steps. The best
     point is taken over the evaluated iterates (the last update is not evaluated)."""
     t = check_targets(target, base01)
-    free_idx = free_indices(module_mask)
+    free_idx = free_indices(module_mask, cfg.held)
     base01 = jnp.asarray(base01, jnp.float32)
     init01 = base01 if init01 is None else jnp.asarray(init01, jnp.float32)
     cost = cfg.grad_step_renders
@@ -74,7 +74,7 @@ def grad_match(key: Array, target: Features, module_mask, budget: int,
     for _ in range(steps):
         params = expand(x, base01, free_idx)
         x, opt_state, terms = grad_step(x, opt_state, target, base01, cfg, free_idx,
-                                         float(learning_rate))
+                                         float(learning_rate), notes)
         best = update_best(best, terms, params)
         trace.append(best)
     return finish(best, trace, starts * cost)

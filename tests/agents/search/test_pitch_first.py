@@ -1,0 +1,163 @@
+"""Pitch-first matching (agents/search/pitch_first.py): the note comes from the target's f0,
+octave candidates compete, noise falls back to plain search, the match is as loud as the target,
+and the note offset folds into the tune without changing the sound. The f0 estimator is forced
+to the pure-JAX YIN so that these tests need no CREPE weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import curriculum as C
+from agents.search.cmaes import cmaes_match
+from agents.search.common import MatchConfig, free_indices, render_params
+from agents.search.pitch_first import (
+    PITCH_HELD,
+    PitchFirstConfig,
+    candidate_notes,
+    fold_note,
+    pitch_first,
+    target_pitch,
+)
+from jaxsynth import params as P
+from jaxsynth import pitch as PP
+from jaxsynth.synth import SynthConfig
+
+CFG = MatchConfig(synth=SynthConfig(duration_s=0.25))
+SR = CFG.synth.sample_rate
+FULL = C.stage_module_masks()[C.N_STAGES - 1]
+YIN = PitchFirstConfig(method="yin")
+
+
+def preset(**changes):
+    d = P.preset_to_dict(P.DEFAULT_PARAMS01)
+    d.update(changes)
+    return P.preset_from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def synth_targets():
+    """Four pitched synth targets away from the default note (C4) and one noise hit."""
+    xs = np.stack([
+        preset(**{"osc1.coarse_st": "-7", "osc1.shape": 0.4, "filter.cutoff_hz": 1500.0}),
+        preset(**{"osc1.coarse_st": "5", "osc1.fine_cents": 30.0, "output.gain_db": -14.0}),
+        preset(**{"osc1.coarse_st": "14", "unison.voices": "3", "unison.detune_cents": 20.0}),
+        preset(**{"osc1.coarse_st": "-18", "osc1.shape": 1.0}),
+        preset(**{"osc1.level": 0.0, "noise.level": 1.0, "amp_env.decay_s": 0.05, "amp_env.sustain": 0.0}),
+    ])
+    audio, feats = render_params(xs, CFG)
+    return xs, np.asarray(audio), feats
+
+
+def test_held_parameters_leave_the_search_space():
+    free = free_indices(FULL, PITCH_HELD)
+    assert P.INDEX["osc1.coarse_st"] not in free and P.INDEX["osc1.fine_cents"] not in free
+    assert P.INDEX["osc2.coarse_st"] in free  # the second oscillator's interval stays searchable
+    assert len(free) == len(free_indices(FULL)) - 2
+    assert "lfo.to_pitch_st" in PitchFirstConfig().also_held
+
+
+def test_candidate_notes():
+    note = PP.NoteF0(f0_hz=np.array([220.0, 220.0, np.nan]), pitched=np.array([True, True, False]),
+                     ambiguous=np.array([True, False, False]), voiced_fraction=np.ones(3),
+                     candidates_hz=np.array([[220.0, 110.0, 440.0], [220.0, 110.0, 440.0], [np.nan] * 3]),
+                     candidate_scores=np.zeros((3, 3)))
+    notes = candidate_notes(note, 60.0)
+    np.testing.assert_allclose(notes[0], [57.0, 45.0, 69.0], atol=1e-4)
+    np.testing.assert_allclose(notes[1], [57.0] * 3, atol=1e-4)
+    np.testing.assert_allclose(notes[2], [60.0] * 3)
+
+
+def test_fold_note_keeps_the_sound():
+    """A preset played at note 60 + 9.3 sounds like the folded preset (tune +9 st +30 c) at 60,
+    also with the filter's key tracking on (its cutoff moves with the note)."""
+    xs = np.stack([preset(**{"filter.key_track": 0.7, "filter.cutoff_hz": 900.0, "osc2.level": 0.5,
+                             "osc2.coarse_st": "7"}), preset()])
+    notes = np.array([69.3, 40.2], np.float32)
+    folded, out_notes = fold_note(xs, notes, 60.0)
+    np.testing.assert_array_equal(out_notes, [60.0, 60.0])
+    d = P.preset_to_dict(folded[0])
+    assert d["osc1.coarse_st"] == "9" and d["osc2.coarse_st"] == "16"
+    assert abs(d["osc1.fine_cents"] - 30.0) < 0.1
+    a, fa = render_params(xs, CFG, notes)
+    b, fb = render_params(folded, CFG)
+    np.testing.assert_allclose(np.asarray(fb.log_mel), np.asarray(fa.log_mel), atol=0.5)
+    # out of reach (the tune spans +-24 st): the note stays
+    far, far_notes = fold_note(xs[1:], np.array([100.0], np.float32), 60.0)
+    np.testing.assert_array_equal(far, xs[1:])
+    np.testing.assert_array_equal(far_notes, [100.0])
+
+
+def test_cmaes_pitch_first_gets_the_note_and_level(synth_targets):
+    xs, audio, feats = synth_targets
+    res = pitch_first(cmaes_match, YIN)(jax.random.key(0), feats, FULL, 48, CFG, target_audio=audio)
+    assert int(res.trace_renders[-1]) <= 48
+    match_audio, match_feats = render_params(res.best_params01, CFG, res.render_note)
+    target_f0 = target_pitch(audio, SR, "yin")
+    match_f0 = target_pitch(np.asarray(match_audio), SR, "yin")
+    pitched = target_f0.pitched
+    np.testing.assert_array_equal(pitched, [True, True, True, True, False])
+    err = np.abs(PP.cents_between(match_f0.f0_hz[pitched], target_f0.f0_hz[pitched]))
+    np.testing.assert_array_less(err, 50.0)
+    # folded into the tune where it fits (played at the default note, first oscillator's tune
+    # from the f0); elsewhere the match carries its own note (an audible second oscillator or
+    # the key-tracked cutoff out of range)
+    notes = np.asarray(res.render_note)
+    coarse = [P.preset_to_dict(np.asarray(x))["osc1.coarse_st"] for x in res.best_params01[:4]]
+    expected = ["-7", "5", "14", "-18"]
+    folded = notes[:4] == CFG.note
+    assert folded.sum() >= 2
+    assert [c for c, f in zip(coarse, folded) if f] == [e for e, f in zip(expected, folded) if f]
+    np.testing.assert_allclose(notes[:4][~folded], (60 + np.array([-7, 5, 14, -18]))[~folded], atol=0.6)
+    # level: within 1 LU of the target (all reachable with the output gain)
+    dl = np.abs(np.asarray(match_feats.loudness_lufs) - np.asarray(feats.loudness_lufs))
+    np.testing.assert_array_less(dl[pitched], 1.0)
+    np.testing.assert_allclose(np.asarray(res.best_terms.loudness_lu)[pitched], dl[pitched], atol=0.05)
+
+
+def test_unpitched_target_falls_back_to_plain_search(synth_targets):
+    _, audio, feats = synth_targets
+    noise = jax.tree.map(lambda x: x[4:], feats)
+    res = pitch_first(cmaes_match, YIN)(jax.random.key(1), noise, FULL, 48, CFG, target_audio=audio[4:])
+    assert np.asarray(res.render_note)[0] == CFG.note
+    assert np.isfinite(np.asarray(res.best_loss)).all()
+
+
+def test_octave_candidates_compete_and_are_charged(synth_targets):
+    """Forced ambiguity: the three candidates are played (3 x compete_samples renders, charged),
+    and on a synth target played with its own timbre the right octave wins."""
+    xs, audio, feats = synth_targets
+    pcfg = PitchFirstConfig(method="yin", compete_samples=2)
+    from agents.search import pitch_first as PF
+
+    original = PF.target_pitch
+
+    def ambiguous_pitch(a, sr, method):
+        note = original(a, sr, method)
+        return note._replace(ambiguous=np.asarray(note.pitched))
+
+    PF.target_pitch = ambiguous_pitch
+    try:
+        sub = jax.tree.map(lambda x: x[:2], feats)
+        res = pitch_first(cmaes_match, pcfg)(jax.random.key(2), sub, FULL, 48, CFG, target_audio=audio[:2],
+                                             base01=P.DEFAULT_PARAMS01)
+    finally:
+        PF.target_pitch = original
+    assert int(res.trace_renders[0]) == 6  # the competition is the first trace point
+    assert int(res.trace_renders[-1]) <= 48
+    match_audio, _ = render_params(res.best_params01, CFG, res.render_note)
+    err = PP.cents_between(target_pitch(np.asarray(match_audio), SR, "yin").f0_hz,
+                           target_pitch(audio[:2], SR, "yin").f0_hz)
+    np.testing.assert_array_less(np.abs(err), 50.0)
+
+
+def test_locked_first_oscillator_means_plain_search(synth_targets):
+    _, audio, feats = synth_targets
+    stage0 = C.stage_module_masks()[0]
+    sub = jax.tree.map(lambda x: x[:1], feats)
+    res = pitch_first(cmaes_match, YIN)(jax.random.key(3), sub, stage0, 16, CFG, target_audio=audio[:1])
+    assert res.render_note is None
+    plain = cmaes_match(jax.random.key(3), sub, stage0, 16, CFG)
+    np.testing.assert_array_equal(np.asarray(res.best_params01), np.asarray(plain.best_params01))
