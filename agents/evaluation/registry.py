@@ -9,16 +9,25 @@ charged render per step) and takes the target audio as well (``takes_audio``).
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.sac.amortized import (
+    LoadedAmortized,
+    guess_params01,
+    is_amortized_run,
+    load_amortized,
+    target_scalars,
+)
 from agents.search.cmaes import cmaes_match
 from agents.search.common import (
     MatchConfig,
     MatchResult,
+    check_budget,
     check_targets,
     finish,
     free_indices,
@@ -31,11 +40,29 @@ from agents.search.pitch_first import PitchFirstConfig
 from agents.search.pitch_first import pitch_first as with_pitch_first
 from agents.search.random_search import random_search
 from jaxsynth import params as P
+from jaxsynth import pitch
 from jaxsynth.losses import matching_loss
 
 Matcher = Callable[..., MatchResult]
 SEARCH_MATCHERS = ("random", "cmaes", "grad")
-POLICY_MATCHERS = ("sac", "sac+cmaes")
+AMORTIZED_MATCHERS = ("amortized", "amortized+cmaes")
+POLICY_MATCHERS = ("sac", "sac+cmaes") + AMORTIZED_MATCHERS
+AMORTIZED_SIGMA = 0.1  # CMA-ES step size from the amortized guess (normalized units)
+
+
+class MatcherTable(dict):
+    """``{name: matcher}`` whose missing names raise a ValueError that says what provides them."""
+
+    def __missing__(self, name):
+        if name in AMORTIZED_MATCHERS:
+            hint = ("needs a run directory holding an amortized network (--policy RUN_DIR, the --out of "
+                    "`python -m agents.amortized_train`)")
+        elif name in POLICY_MATCHERS:
+            hint = "needs a `python -m agents.sac_train` run directory (--policy RUN_DIR)"
+        else:
+            hint = f"known here: {sorted(self)}"
+        raise ValueError(f"matcher {name!r} is not available: it {hint}" if name in POLICY_MATCHERS
+                         else f"unknown matcher {name!r}; {hint}")
 
 
 def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
@@ -43,8 +70,12 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
                    ) -> dict[str, Matcher]:
     """``{name: matcher}``: random search, CMA-ES and gradient matching, plus, given a trained
     ``python -m agents.sac_train`` run directory, "sac" (the policy alone) and "sac+cmaes" (the
-    policy with a quarter of the budget, then CMA-ES refinement). Raises
-    ``agents.sac.policy.PolicyLoadError`` for an unusable run directory.
+    policy with a quarter of the budget, then CMA-ES refinement); given a run directory that
+    holds an amortized network (``python -m agents.amortized_train``), "amortized" (its guess,
+    one render) and "amortized+cmaes" (the guess, then CMA-ES with the rest of the budget).
+    Raises ``agents.sac.policy.PolicyLoadError`` for an unusable SAC run directory and
+    ``agents.sac.amortized.AmortizedLoadError`` for an unusable amortized network; asking the
+    returned table for a matcher it lacks raises a ValueError saying what provides it.
 
     ``pitch_first``: the search matchers estimate the target's f0 first and play the render
     note there (``agents.search.pitch_first``; f0 by ``pitch_method``: auto, yin or crepe)."""
@@ -52,16 +83,62 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     if pitch_first:
         pcfg = PitchFirstConfig(method=pitch_method)
         matchers = {name: with_pitch_first(fn, pcfg) for name, fn in matchers.items()}
-    if policy_run is not None:
+    amortized_run = policy_run is not None and is_amortized_run(policy_run)
+    if amortized_run:
+        matchers.update(amortized_matchers(load_amortized(policy_run)))
+    if policy_run is not None and (not amortized_run or os.path.isdir(os.path.join(policy_run, "checkpoints"))):
         from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
         sac = policy_matcher(SACPolicy(load_policy(policy_run, seed_index), policy_mode))
         matchers.update({"sac": sac, "sac+cmaes": then_cmaes(sac)})
-    return matchers
+    return MatcherTable(matchers)
 
 
-def then_cmaes(first: Matcher, share: float = 0.25) -> Matcher:
-    """``first`` with ``share`` of the budget, then CMA-ES from its best preset with the rest
-    (sigma 0.15: a local refinement). The trace is the two traces joined."""
+def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
+    """The amortized network's guess as a matcher: ONE charged render (the guess), whatever the
+    budget. Its inputs are the target's log-mel and loudness (from the target features) and its
+    YIN note f0 (from the target audio, so it takes the audio). Locked parameters are reset to
+    ``base01``. The network was trained at one clip length and render note; other settings are
+    refused."""
+    config, params = loaded.config, loaded.net_params
+    guess = jax.jit(lambda lm, audio, loud: guess_params01(
+        config.net(), params, lm, target_scalars(pitch.note_from_yin(audio, config.pitch), loud, config.note)))
+
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                target_audio=None, target_params01=None):
+        del key, target_params01
+        t = check_targets(target, base01)
+        if target_audio is None:
+            raise ValueError("the amortized matcher needs the target audio (target_audio=, shape "
+                             "(targets, samples)) for its f0 input")
+        if cfg.synth.duration_s != config.duration_s or cfg.note != config.note or cfg.features != config.features:
+            raise ValueError(f"the amortized network was trained on {config.duration_s} s clips at note "
+                             f"{config.note} with the default analysis; got {cfg.synth.duration_s} s, note "
+                             f"{cfg.note}: retrain it (python -m agents.amortized_train --duration-s ...)")
+        check_budget(budget, 1, "guess")
+        free = np.zeros(P.N_PARAMS, bool)
+        free[list(free_indices(module_mask))] = True
+        x = guess(target.log_mel, jnp.asarray(target_audio, jnp.float32), target.loudness_lufs)
+        x = P.snap(jnp.clip(jnp.where(free, x, jnp.asarray(base01, jnp.float32)), 0.0, 1.0))
+        _, feats = render_params(x, cfg)
+        terms = jax.tree.map(lambda v: v[:, None], _loss_jit(feats, target, cfg.weights))
+        best = update_best(init_best(t, base01), terms, x[:, None])
+        return finish(best, [best], 1)
+
+    matcher.takes_audio = True
+    return matcher
+
+
+def amortized_matchers(loaded: LoadedAmortized) -> dict[str, Matcher]:
+    """"amortized" (the guess, 1 render) and "amortized+cmaes" (the guess, then CMA-ES from it
+    with step size ``AMORTIZED_SIGMA`` and the rest of the budget)."""
+    guess = amortized_matcher(loaded)
+    return {"amortized": guess, "amortized+cmaes": then_cmaes(guess, share=1e-9, sigma0=AMORTIZED_SIGMA)}
+
+
+def then_cmaes(first: Matcher, share: float = 0.25, sigma0: float = 0.15) -> Matcher:
+    """``first`` with ``share`` of the budget (at least one render), then CMA-ES from its best
+    preset with the rest (step size ``sigma0``: a local refinement). The trace is the two
+    traces joined."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
 
@@ -72,7 +149,7 @@ def then_cmaes(first: Matcher, share: float = 0.25) -> Matcher:
         r1 = first(k1, target, module_mask, b1, cfg, base01=base01, **target_extras)
         used = int(r1.trace_renders[-1])
         r2 = cmaes_match(k2, target, module_mask, budget - used, cfg, base01=base01,
-                         init01=r1.best_params01, sigma0=0.15)
+                         init01=r1.best_params01, sigma0=sigma0)
         better = r1.best_loss[:, None] <= r2.trace_loss  # (T, K2): keep r1's best where CMA-ES is worse
         tl2 = jnp.where(better, r1.best_loss[:, None], r2.trace_loss)
         tp2 = jnp.where(better[..., None], r1.best_params01[:, None], r2.trace_params01)
