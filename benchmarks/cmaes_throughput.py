@@ -17,17 +17,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents import curriculum as C
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agents import curriculum as C  # noqa: E402
 from agents.search.cmaes import cmaes_match
 from agents.search.common import MatchConfig, target_features_of_params
 from jaxsynth import params as P
-from jaxsynth.synth import SynthConfig
+from benchmarks.common import load_avg  # noqa: E402
+from jaxsynth.synth import SynthConfig  # noqa: E402
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -105,7 +109,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     cfg = MatchConfig(synth=SynthConfig(duration_s=a.duration_s))
     print(f"- machine: {platform.machine()} {jax.default_backend()}, {os.cpu_count()} cores; "
-          f"jax {jax.__version__}; load avg before: {os.getloadavg()}")
+          f"jax {jax.__version__}; load avg before: {load_avg()}")
     print(f"- {a.duration_s} s clips at {cfg.synth.sample_rate} Hz, stage 0 (9 free params), "
           f"{a.generations} generations per run, median of {a.repeats} runs after a compile run\n")
     if not a.grad_only:
@@ -127,7 +131,7 @@ def main(argv=None):
                 print(f"| {stage} | {t} x {c} | {r['fwd_wall'] * 1e3:.0f} | {r['step_wall'] * 1e3:.0f} "
                       f"| {r['ratio_wall']:.2f} | {r['fwd_cpu'] * 1e3:.0f} | {r['step_cpu'] * 1e3:.0f} "
                       f"| {r['ratio_cpu']:.2f} |", flush=True)
-    print(f"\n- load avg after: {os.getloadavg()}")
+    print(f"\n- load avg after: {load_avg()}")
 
 
 if __name__ == "__main__":

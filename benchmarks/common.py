@@ -123,6 +123,21 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def load_avg_text() -> str:
+    """The load average as one string ('1.23 4.56 7.89'), as the JSON-lines records carry it."""
+    return " ".join(f"{x:.2f}" for x in load_avg())
+
+
+def emit_jsonl(record: dict, out: str | None) -> None:
+    """Print ``record`` with the load average and the jax version as one JSON line, and append
+    that line to ``out`` (a JSON-lines file several runs add to) when given."""
+    line = json.dumps({**record, "load_avg": load_avg_text(), "jax": jax.__version__})
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
 def write_json(path: str, obj) -> None:
     """Write ``obj`` as JSON atomically (temp file, then rename): a run killed mid-write keeps
     the previous file."""

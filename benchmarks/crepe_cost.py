@@ -36,7 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsynth import crepe as C
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import emit_jsonl  # noqa: E402
+from jaxsynth import crepe as C  # noqa: E402
 from jaxsynth import features as F
 from jaxsynth import losses as L
 from jaxsynth import params as PR
@@ -69,17 +72,8 @@ class BenchConfig:
     skip: tuple = field(default=())
 
 
-def load_avg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def emit(record: dict, cfg: BenchConfig) -> None:
-    record = {**record, "load_avg": load_avg(), "jax": jax.__version__}
-    line = json.dumps(record)
-    print(line, flush=True)
-    if cfg.out:
-        with open(cfg.out, "a") as f:
-            f.write(line + "\n")
+    emit_jsonl(record, cfg.out)
 
 
 def macs_per_frame(model: str) -> int:

@@ -39,7 +39,6 @@ Prints one JSON line per (layer, pooling) and reference, and a markdown table; r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -50,7 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import spearmanr
 
-from jaxsynth import crepe as C
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import emit_jsonl  # noqa: E402
+from jaxsynth import crepe as C  # noqa: E402
 from jaxsynth import features as F
 from jaxsynth import losses as L
 from jaxsynth import params as PR
@@ -82,16 +84,8 @@ class StudyConfig:
     out: str | None = None
 
 
-def load_avg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def emit(record: dict, cfg: StudyConfig) -> None:
-    line = json.dumps({**record, "load_avg": load_avg(), "jax": jax.__version__})
-    print(line, flush=True)
-    if cfg.out:
-        with open(cfg.out, "a") as f:
-            f.write(line + "\n")
+    emit_jsonl(record, cfg.out)
 
 
 def timbre_indices(stage: int) -> np.ndarray:

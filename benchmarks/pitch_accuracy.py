@@ -17,7 +17,6 @@ the figures. CREPE rows need the ``crepe`` extra (skipped with a note otherwise)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,7 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from make_real_notes import read_notes_csv  # noqa: E402
+
+from benchmarks.common import load_avg, write_json  # noqa: E402
 
 from jaxsynth import crepe as C  # noqa: E402
 from jaxsynth import io as jio  # noqa: E402
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     truth = np.array([r["f0_hz"] for r in rows])
     splits = np.array([r["split"] for r in rows])
     results = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.processor() or platform.machine(),
-                   load=os.getloadavg(), jax=jax.__version__, notes=len(rows), methods={})
+                   load=load_avg(), jax=jax.__version__, notes=len(rows), methods={})
     for method in args.methods.split(","):
         if method != "yin" and not PP.crepe_available():
             print(f"{method}: skipped, CREPE weights unavailable ({C.INSTALL_HINT})")
@@ -122,8 +124,7 @@ def main(argv=None) -> int:
             print(f"    {rows[i]['file']}: {err[i]:+.0f} c")
     print(f"\nload (1/5/15 min): {results['load']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return 0
 
 
