@@ -117,7 +117,7 @@ def bench_ingraph(cfg: BenchConfig) -> None:
                           gmac_per_step=macs_per_frame(model) * frames * n / 1e9), cfg)
                 continue
             audio = jnp.asarray(test_audio(n, cfg.seed))
-            target = P._analyze_jit(audio[::-1], weights, pcfg)
+            target = P.analyze_jit(audio[::-1], weights, pcfg)
             t0 = time.perf_counter()
             step(audio, target, weights).block_until_ready()
             compile_s = time.perf_counter() - t0
@@ -240,7 +240,7 @@ def bench_cmaes(cfg: BenchConfig) -> None:
     render_keys = lambda b: jax.random.split(jax.random.PRNGKey(7), b)  # noqa: E731
     target_audio = render_batch(jnp.asarray(targets01), render_keys(n_targets), scfg)
     target_f = jax.jit(lambda a: F.analyze(a, fcfg))(target_audio)
-    target_p = P._analyze_jit(target_audio, weights, pcfg)
+    target_p = P.analyze_jit(target_audio, weights, pcfg)
     base = jnp.asarray(PR.DEFAULT_PARAMS01)
     pop = cfg.cmaes_population
     gens = cfg.cmaes_budget // pop

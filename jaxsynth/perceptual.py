@@ -159,9 +159,11 @@ def pitch_error_cents(pred_audio, target_audio, sample_rate: int, model: str = "
 
 def target_features(target_audio, cfg: PerceptualConfig = PerceptualConfig()) -> PerceptualFeatures:
     """Host helper for a target bank: CREPE features of (..., samples) targets, computed once."""
-    return _analyze_jit(jnp.asarray(target_audio, jnp.float32), C.load_weights(cfg.model), cfg)
+    return analyze_jit(jnp.asarray(target_audio, jnp.float32), C.load_weights(cfg.model), cfg)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def _analyze_jit(audio, weights, cfg):
+def analyze_jit(audio, weights, cfg):
+    """Jitted ``analyze`` with the weights as an argument (not baked in as constants): what
+    ``target_features`` runs, for callers that hold the weights already."""
     return analyze(audio, weights, cfg)

@@ -47,7 +47,7 @@ def clips():
 
 @pytest.fixture(scope="module")
 def feats(clips, weights):
-    return P._analyze_jit(jnp.asarray(clips), weights, CFG)
+    return P.analyze_jit(jnp.asarray(clips), weights, CFG)
 
 
 def _pick(feats, i):
