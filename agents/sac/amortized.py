@@ -550,14 +550,17 @@ def load_amortized(run_dir: str | os.PathLike) -> LoadedAmortized:
 
 def train_run(config: AmortizedConfig, out_dir: str | os.PathLike | None,
               log: Callable[[str], None] = print) -> tuple[LoadedAmortized, list[dict]]:
-    """Host loop: compiled chunks of ``chunk_steps`` steps; between chunks, validation on
-    held-out presets, a log line, and (with ``out_dir``) the saved network."""
+    """Host loop: compiled chunks of ``chunk_steps`` steps; after each chunk, validation on
+    held-out presets, a log line, and (with ``out_dir``) the network saved (so the run
+    directory always holds the last finished chunk)."""
     init, run = make_amortized_steps(config)
     run_jit = jax.jit(run, static_argnums=1)
     val = validation_set(config)
     t0 = time.perf_counter()
     state = jax.jit(init)(jax.random.key(config.seed))
-    pca_s = time.perf_counter() - t0
+    init_s = time.perf_counter() - t0
+    pca_pairs = (max(1, config.pca_samples // config.batch_size) * config.batch_size
+                 if config.encoder_init == "pca" else 0)
     history, done = [], 0
     while done < config.steps:
         n = min(config.chunk_steps, config.steps - done)
@@ -569,11 +572,9 @@ def train_run(config: AmortizedConfig, out_dir: str | os.PathLike | None,
                **validate(state.net_params, val, config)}
         history.append(row)
         log(json.dumps(row))
-    pca_pairs = (max(1, config.pca_samples // config.batch_size) * config.batch_size
-                 if config.encoder_init == "pca" else 0)
-    summary = {"pairs": done * config.batch_size, "pca_pairs": pca_pairs, "init_seconds": round(pca_s, 1),
-               "seconds": round(time.perf_counter() - t0, 1), "jax": jax.__version__,
-               "backend": jax.default_backend(), "history": history}
-    if out_dir is not None:
-        save_amortized(out_dir, state.net_params, config, summary)
+        summary = {"pairs": done * config.batch_size, "pca_pairs": pca_pairs, "steps_done": done,
+                   "init_seconds": round(init_s, 1), "seconds": round(time.perf_counter() - t0, 1),
+                   "jax": jax.__version__, "backend": jax.default_backend(), "history": history}
+        if out_dir is not None:  # after every chunk: a killed run keeps its last chunk
+            save_amortized(out_dir, state.net_params, config, summary)
     return LoadedAmortized(state.net_params, config, summary), history
