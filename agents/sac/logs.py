@@ -135,6 +135,12 @@ class ScalarLogger:
         self._jsonl.write(json.dumps(row) + "\n")
         self._jsonl.flush()
 
+    def flush(self) -> None:
+        """Put every row logged so far on disk (TensorBoard queues events in memory)."""
+        self._jsonl.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
     def close(self) -> None:
         self._jsonl.close()
         if self._tb is not None:
