@@ -102,7 +102,7 @@ class TrainConfig:
         "base random seed (fixes bank, networks, exploration)"))
     total_steps: int = field(default=8, metadata=cli(
         "env steps of all envs in the whole run (transitions = this x envs x seeds)"))
-    chunk_steps: int = field(default=4, metadata=cli(
+    chunk_steps: int = field(default=2, metadata=cli(
         "env steps per compiled chunk; a held-out evaluation + curriculum check ends "
         "each chunk (with fresh targets: a multiple of --max-steps)"))
     updates_per_step: int = field(default=16, metadata=cli(
@@ -177,9 +177,10 @@ class TrainConfig:
     # Fresh targets: every episode draws a new target per env from the stage's distribution
     # (never a held-out preset) and renders it inside the compiled chunk (agents.env.fresh_targets);
     # False: episodes sample the fixed bank of bank_size targets per stage.
-    fresh_targets: bool = field(default=True, metadata=cli(
-        "train on the fixed bank of --bank-size targets per stage instead of a fresh "
-        "target per env and episode rendered inside the compiled chunk", flag="--bank-targets"))
+    fresh_targets: bool = field(default=False, metadata=cli(
+        "a fresh target per env and episode, drawn and rendered inside the compiled chunk "
+        "(never a held-out preset), instead of the fixed bank of --bank-size targets per "
+        "stage; --chunk-steps must be a multiple of --max-steps"))
     # Ground-truth teacher (agents.env.expert): behaviour cloning of its action on the states the
     # learner visits (sampled from the buffer), weight teacher_weight in the actor loss,
     # decaying linearly to 0 over teacher_decay updates (0: constant). 0: off.
@@ -212,7 +213,7 @@ class TrainConfig:
              "--cmaes-targets, --bc-steps must be >= 0 and --cmaes-budget >= 1"),
             (not self.fresh_targets or self.chunk_steps % self.max_steps == 0,
              f"with fresh targets (one new target per episode) --chunk-steps ({self.chunk_steps}) "
-             f"must be a multiple of --max-steps ({self.max_steps}); or pass --bank-targets"),
+             f"must be a multiple of --max-steps ({self.max_steps}); or leave out --fresh-targets"),
             (self.teacher_weight >= 0 and self.teacher_decay >= 0,
              "--teacher-weight and --teacher-decay must be >= 0"),
             (not (self.bc_steps and not self.cmaes_targets),
@@ -290,4 +291,12 @@ class RunOptions:
     tensorboard: bool = field(default=True, metadata=cli(
         "write no TensorBoard event files (JSONL logs only)", flag="--no-tensorboard"))
     distributed: bool = field(default=False, metadata=cli(
-        "call jax.distributed.initialize() (multi-host)"))
+        "train over several processes/hosts with jax.distributed: start the same command once per "
+        "process; the cluster (SLURM, Open MPI, Kubernetes) is detected, or give the three flags "
+        "below (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)"))
+    coordinator_address: str | None = field(default=None, metadata=cli(
+        "with --distributed: HOST:PORT of process 0's coordinator", metavar="HOST:PORT"))
+    num_processes: int | None = field(default=None, metadata=cli(
+        "with --distributed: the number of processes", metavar="N"))
+    process_id: int | None = field(default=None, metadata=cli(
+        "with --distributed: this process's id in [0, N)", metavar="I"))

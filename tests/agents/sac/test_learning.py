@@ -15,6 +15,7 @@ MARGIN = 1.0
 
 def test_ci_sized_training_beats_the_untrained_policy(tmp_path):
     cfg = TrainConfig(envs=32, seeds=SEEDS, seed=0, total_steps=16, chunk_steps=8, max_steps=8,
+                      fresh_targets=True,
                       updates_per_step=8, batch_size=64, hidden=(64, 64), n_heldout=8, bank_size=4,
                       max_delta=0.25, teacher_weight=1.0, shard=False)
     s = run(cfg, RunOptions(out=str(tmp_path), progress=False, media=False, tensorboard=False,
