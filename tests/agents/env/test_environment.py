@@ -358,7 +358,7 @@ def test_make_params_and_config_validation(bank):
         E.EnvConfig(synth=SynthConfig(duration_s=0.25))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # small_config repeat of tests/agents/test_rendering.py (tiny config, in CI)
 def test_render_features_batches_under_nested_vmap(params):
     """The custom vmap rule flattens vmap-over-seeds of vmap-over-envs into one batch and
     agrees with the single-sound path."""

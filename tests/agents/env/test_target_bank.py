@@ -237,7 +237,7 @@ def test_crepe_on_bank_caches_target_features_equal_to_fresh_ones(bank, bank_p):
         x[0, 0].nbytes for x in jax.tree.leaves(bank_p.perceptual))
 
 
-@pytest.mark.slow  # compiles the env step with CREPE (~40 s on a loaded 2-core CPU)
+# Runs in CI (guards the cached CREPE target features): compiles the env step with CREPE (~40 s on a loaded 2-core CPU)
 def test_crepe_on_env_step_reward_equals_the_uncached_path(bank_p):
     """The env step with CREPE terms on gives the same loss and reward with the bank's cached
     target features as with freshly computed ones swapped into the bank, and a wrong target's

@@ -103,7 +103,7 @@ def test_loaded_actor_acts_like_the_runner_on_the_env_observation(trained, pol):
     assert np.any(np.asarray(nxt) != np.asarray(obs.params01))  # the policy edits something
 
 
-@pytest.mark.slow  # trains a tiny run with sac_train.run: ~2 CPU-minutes of compilation
+# Runs in CI (guards that a real run's checkpoint loads as a policy): ~2 CPU-minutes of compilation
 def test_real_training_run_loads(tmp_path):
     setup = sac_run.Setup(CFG)
     summary = sac_run.run(CFG, RunOptions(out=str(tmp_path), progress=False, media=False, tensorboard=False),
