@@ -4,8 +4,13 @@ Measures ``matching_loss(analyze(audio), cached_target_features)`` per batch of 
 (0.5 s at 22.05 kHz by default): compile time once per shape, then the median of ``--reps``
 steady-state calls after a warm-up. Variants (the optimizations measured):
 
+* ``bare-stft``: the yardstick: one ``n_fft``-point power STFT of the clips, nothing else;
 * ``shared-fft``: ``features.analyze`` as shipped: one STFT per resolution, the
-  n_fft=1024/hop=256 one shared by log-mel, MFCC, centroid and the MR-STFT term;
+  n_fft=1024/hop=256 one shared by the loudness, log-mel, MFCC, centroid and the MR-STFT term,
+  batches analysed in chunks of ``FeatureConfig.batch_chunk`` clips;
+* ``one-pass``: the same in one pass over the whole batch (``batch_chunk=None``);
+* ``shared-fir-kw``: loudness from the time-domain K-weighting filter (an FFT convolution of
+  its own) instead of the shared STFT, the clip scaled before the STFTs;
 * ``separate-fft``: the same features from separate calls (log-mel, centroid and the four
   MR-STFT resolutions each take their own STFT of the normalised clip). Inside one ``jit``,
   XLA's common-subexpression elimination merges the identical STFTs again, so this measures
@@ -52,7 +57,8 @@ from jaxsynth import features as F  # noqa: E402
 from jaxsynth import losses as L  # noqa: E402
 
 SECTION = "## Features and losses"
-VARIANTS = ("shared-fft", "separate-fft", "scaled-powers", "shared-scan-kw", "shared-matmul",
+VARIANTS = ("bare-stft", "shared-fft", "one-pass", "shared-fir-kw", "separate-fft", "scaled-powers", "shared-scan-kw",
+            "shared-matmul",
             "bf16-fft", "bf16-matmul", "loudness-fir", "loudness-scan")
 BF16 = ("bf16-fft", "bf16-matmul")
 
@@ -98,7 +104,8 @@ def analyze_bf16(audio, cfg: F.FeatureConfig, dft: str = "fft") -> F.Features:
     constant promotes the arithmetic back to float32. ``dft="matmul"`` also takes the STFT as
     a bfloat16 matmul (``features``' own DFT matrices and framing, cast)."""
     bf = jnp.bfloat16
-    loud = F.loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs, cfg.k_weighting)
+    loud = F.loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs,
+                           "scan" if cfg.k_weighting == "scan" else "fir")
     gain_db = F.loudness_gain_db(loud, cfg)
     x = audio * (10.0 ** (gain_db / 20.0))[..., None]
 
@@ -136,13 +143,17 @@ def make_step(variant: str, cfg: F.FeatureConfig):
     if variant in ("loudness-fir", "loudness-scan"):
         method = variant.split("-")[1]
         return lambda audio, target: F.loudness_lufs(audio, cfg.sample_rate, k_weighting=method)
+    if variant == "bare-stft":
+        return lambda audio, target: F.stft_power(audio, cfg.n_fft, cfg.hop_length, cfg.pad_mode, cfg.dft)
     if variant in BF16:
         dft = variant.split("-")[1]
         return lambda audio, target: L.matching_loss(analyze_bf16(audio, cfg, dft), to_bf16(target))
     analyze = {"separate-fft": analyze_separate,
                "scaled-powers": analyze_scaled_powers}.get(variant, F.analyze)
     run_cfg = {"shared-matmul": dataclasses.replace(cfg, dft="matmul"),
-               "shared-scan-kw": dataclasses.replace(cfg, k_weighting="scan")}.get(variant, cfg)
+               "shared-scan-kw": dataclasses.replace(cfg, k_weighting="scan"),
+               "shared-fir-kw": dataclasses.replace(cfg, k_weighting="fir"),
+               "one-pass": dataclasses.replace(cfg, batch_chunk=None)}.get(variant, cfg)
     return lambda audio, target: L.matching_loss(analyze(audio, run_cfg), target)
 
 

@@ -52,7 +52,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxsynth.loudness import (ABSOLUTE_GATE_LUFS, LUFS_OFFSET_DB, RELATIVE_GATE_LU,  # noqa: F401
-                               _loudness_lufs, check_audio, is_traced,
+                               _loudness_lufs, check_audio, is_traced, loudness_from_power,
                                k_weight, k_weighting_coeffs, k_weighting_impulse_response,
                                loudness_blocks, loudness_lufs)
 from jaxsynth.loudness import loudness_gain_db as _gain_to_reference_db
@@ -67,6 +67,10 @@ class FeatureConfig:
     resolutions; each uses ``hop = size // mrstft_hop_divisor`` and a full-length Hann window.
     ``dft="fft"`` uses ``jnp.fft.rfft``; ``"matmul"`` multiplies frames by a precomputed DFT
     matrix (faster on accelerators for small sizes, slower on CPU: see benchmarks/RESULTS.md).
+    ``k_weighting="stft"`` measures the loudness from the shared ``n_fft`` power spectrogram
+    (``loudness.loudness_from_power``: within 0.2 LU of the time-domain filter, and no STFT or
+    FFT convolution of its own) when the hop allows it (``loudness_from_stft``), else with the
+    FIR filter; ``"fir"``/``"scan"`` filter the clip (``loudness.k_weight``).
     ``batch_chunk``: ``analyze`` runs a batch larger than this as a loop over chunks of this many
     clips, so that its temporaries (framed signals, spectra: ~25x the audio) stay near cache
     size; on the 2-core CPU 64 clips per chunk cost 2.5x less per clip than one pass over 4,096
@@ -93,7 +97,7 @@ class FeatureConfig:
     loudness_floor_lufs: float = -100.0
     clip_level: float = 0.99  # |sample| at or above this counts as clipped
     dft: str = "fft"
-    k_weighting: str = "fir"  # "fir": FFT convolution with the truncated impulse response
+    k_weighting: str = "stft"  # loudness from the shared STFT; "fir"/"scan": time-domain filter
     batch_chunk: int | None = 64  # clips per step of analyze's loop over a batch; None: all at once
 
     def __post_init__(self):
@@ -112,7 +116,7 @@ class FeatureConfig:
              "delta_width must be odd and >= 3 (librosa.feature.delta)"),
             (self.pad_mode in ("reflect", "constant"), "pad_mode must be 'reflect' or 'constant'"),
             (self.dft in ("fft", "matmul"), "dft must be 'fft' or 'matmul'"),
-            (self.k_weighting in ("fir", "scan"), "k_weighting must be 'fir' or 'scan'"),
+            (self.k_weighting in ("stft", "fir", "scan"), "k_weighting must be 'stft', 'fir' or 'scan'"),
             (self.max_gain_db >= 0.0, "max_gain_db must be >= 0"),
             (0.0 < self.clip_level <= 1.0, "clip_level must be in (0, 1]"),
             (len(self.mrstft_fft_sizes) > 0, "mrstft_fft_sizes must not be empty"),
@@ -121,6 +125,14 @@ class FeatureConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"FeatureConfig: {message} (got {self})")
+
+    @property
+    def loudness_from_stft(self) -> bool:
+        """True when the loudness is read from the shared STFT: ``k_weighting="stft"`` and a
+        hop that divides n_fft at least 3 times (the squared Hann window then overlap-adds to a
+        constant); otherwise the time-domain FIR filter measures it."""
+        return (self.k_weighting == "stft" and self.n_fft % self.hop_length == 0
+                and self.n_fft // self.hop_length >= 3)
 
     @property
     def num_samples(self) -> int:
@@ -350,9 +362,10 @@ def loudness_gain_db(loudness: Float[Array, "*batch"], cfg: FeatureConfig) -> Fl
 def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureConfig()) -> Features:
     """All matching features of a clip; spectral ones from the loudness-normalised clip.
 
-    One STFT per resolution of the normalised clip; the ``n_fft``/``hop_length`` one is shared
-    by log-mel, MFCC, centroid and the MR-STFT term at that resolution. (Scaling the clip
-    before the STFTs is cheaper than scaling the ~90k power bins after them.) A batch of more
+    One STFT per resolution; the ``n_fft``/``hop_length`` one is shared by the loudness
+    (``k_weighting="stft"``), log-mel, MFCC, centroid and the MR-STFT term at that resolution.
+    Spectra are those of the loudness-normalised clip (the raw clip's power times the gain, or
+    with ``"fir"``/``"scan"`` loudness the STFT of the scaled clip). A batch of more
     than ``cfg.batch_chunk`` clips is analysed in a ``lax.map`` over chunks of that size (the
     last one padded with silence); every clip's features are the same as analysed alone.
     """
@@ -372,14 +385,23 @@ def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureC
 
 
 def _analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig) -> Features:
-    loud = _loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs, cfg.k_weighting)
-    gain_db = loudness_gain_db(loud, cfg)
-    normalized = audio * (10.0 ** (gain_db / 20.0))[..., None]
-
-    powers = {}
-    for n_fft, hop in ((cfg.n_fft, cfg.hop_length),) + cfg.mrstft_resolutions:
-        if (n_fft, hop) not in powers:
-            powers[n_fft, hop] = _stft_power(normalized, n_fft, hop, cfg.pad_mode, cfg.dft)
+    resolutions = tuple(dict.fromkeys(((cfg.n_fft, cfg.hop_length),) + cfg.mrstft_resolutions))
+    stft = lambda x, n_fft, hop: _stft_power(x, n_fft, hop, cfg.pad_mode, cfg.dft)
+    if cfg.loudness_from_stft:
+        # the STFT is linear: spectra of the raw clip times the normalising power gain are the
+        # spectra of the normalised clip, and the main one also gives the loudness
+        raw = {r: stft(audio, *r) for r in resolutions}
+        loud = loudness_from_power(raw[cfg.n_fft, cfg.hop_length], cfg.num_samples, cfg.sample_rate,
+                                   cfg.n_fft, cfg.hop_length, cfg.loudness_floor_lufs)
+        gain_db = loudness_gain_db(loud, cfg)
+        power_gain = (10.0 ** (gain_db / 10.0))[..., None, None]
+        powers = {r: p * power_gain for r, p in raw.items()}
+    else:
+        loud = _loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs,
+                              "scan" if cfg.k_weighting == "scan" else "fir")
+        gain_db = loudness_gain_db(loud, cfg)
+        normalized = audio * (10.0 ** (gain_db / 20.0))[..., None]
+        powers = {r: stft(normalized, *r) for r in resolutions}
     main_power = powers[cfg.n_fft, cfg.hop_length]
     mel_db = power_to_db(mel_power(main_power, cfg), cfg.log_floor_db)
     return Features(

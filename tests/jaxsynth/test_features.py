@@ -244,3 +244,16 @@ def test_chunked_analysis_equals_one_pass():
         np.testing.assert_allclose(c.reshape(a.shape), a, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="batch_chunk"):
         dataclasses.replace(CFG, batch_chunk=0)
+
+
+def test_analysis_with_loudness_from_the_stft_agrees_with_the_filtered_clip():
+    # default k_weighting="stft" (the shared STFT gives the loudness) vs the time-domain filter
+    clips = jnp.asarray(np.stack([CLIP, harmonic(110.0), 0.01 * harmonic(440.0)]))
+    shared = F.analyze(clips, CFG)
+    filtered = F.analyze(clips, dataclasses.replace(CFG, k_weighting="fir"))
+    np.testing.assert_allclose(shared.loudness_lufs, filtered.loudness_lufs, atol=0.2)
+    np.testing.assert_allclose(shared.gain_db, filtered.gain_db, atol=0.2)
+    audible = np.asarray(filtered.log_mel) > CFG.log_floor_db + 10.0
+    np.testing.assert_allclose(np.asarray(shared.log_mel)[audible], np.asarray(filtered.log_mel)[audible], atol=0.25)
+    assert CFG.loudness_from_stft and dataclasses.replace(CFG, hop_length=128).loudness_from_stft
+    assert not dataclasses.replace(CFG, hop_length=400).loudness_from_stft  # falls back to the filter

@@ -183,3 +183,36 @@ def test_traced_calls_are_not_checked():
     # inside jit nothing is checked (no host sync): NaN flows through as before
     x = jnp.asarray(CLIP).at[100].set(jnp.nan)
     assert np.isnan(float(jax.jit(lambda a: L.loudness_lufs(a, SR))(x)))
+
+
+STFT_CASES = {
+    "tone 50 Hz 0.3 s": sine(50.0, 0.3), "tone 100 Hz": sine(100.0, 0.5, 0.003),
+    "tone 1 kHz 1.5 s": sine(1000.0, 1.5), "tone 9 kHz": sine(9000.0, 0.5),
+    "harmonic": harmonic(220.0), "noise": CLIP,
+    "gated": np.concatenate([sine(1000.0, 1.0, 0.5), sine(1000.0, 2.0, 0.5 * 10 ** (-25 / 20))]),
+    "burst": np.concatenate([sine(1000.0, 0.1, 0.8), sine(1000.0, 0.4, 0.8e-3)]),
+    "decay": (harmonic(220.0) * np.exp(-8 * np.arange(CFG.num_samples) / SR)).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(STFT_CASES))
+def test_loudness_from_the_stft_matches_the_time_domain_filter(name):
+    # K-weighting as |H(f)|^2 on the bins of the 1024/256 Hann STFT, Parseval, the same gating
+    from jaxsynth.features import stft_power
+    x = STFT_CASES[name]
+    from_power = float(L.loudness_from_power(stft_power(jnp.asarray(x), 1024, 256), x.size, SR, 1024, 256))
+    assert abs(from_power - float(L.loudness_lufs(jnp.asarray(x), SR))) < 0.2
+    if x.size >= 0.4 * SR:  # pyloudnorm needs one whole 400 ms block
+        assert abs(from_power - pyloudnorm.Meter(SR).integrated_loudness(x.astype(np.float64))) < 0.5
+
+
+def test_loudness_from_the_stft_of_silence_is_the_floor_and_needs_overlapping_frames():
+    from jaxsynth.features import stft_power
+    silent = stft_power(jnp.zeros(CFG.num_samples), 1024, 256)
+    assert float(L.loudness_from_power(silent, CFG.num_samples, SR, 1024, 256)) == pytest.approx(-100.0, abs=1e-3)
+    with pytest.raises(ValueError, match="divides n_fft at least 3 times"):
+        L.loudness_from_power(silent, CFG.num_samples, SR, 1024, 512)
+    # Parseval and the overlap-add constant: a frame-wise weight matrix with rows summing to
+    # the share of each frame's hop interval inside the clip
+    w = L.stft_block_weights(CFG.num_samples, SR, 1024, 256)
+    assert w.shape == (1 + CFG.num_samples // 256, 2)
