@@ -29,6 +29,7 @@ Systems and what each computes per sound:
     python benchmarks/render_throughput.py                           # full grid, Markdown table
     python benchmarks/render_throughput.py --quick                   # batch 1, 64; 22.05 kHz
     python benchmarks/render_throughput.py --json out.json --write-results
+    python benchmarks/render_throughput.py --profile --batches 1024  # kernel time per HLO op
 """
 
 from __future__ import annotations
@@ -211,6 +212,41 @@ def time_floors(batch: int, cfg: SynthConfig, reps: int) -> list[dict]:
     return out
 
 
+# ----------------------------------------------------------------------------- profile
+
+
+def profile_kernels(batch: int, cfg: SynthConfig, calls: int = 3, top: int = 15) -> list[dict]:
+    """Where the render's time goes: XLA kernel ("thunk") time per HLO op, from a
+    ``jax.profiler`` trace of ``calls`` calls (after a warm-up), averaged per call, largest
+    first. The profiler slows every kernel by a similar factor: read proportions, not ms.
+    An op name repeated ``count`` times per call is a kernel inside a loop; a loop's own row
+    (``while.N``) spans the kernels inside it, so shares add up to more than 100 %."""
+    import collections
+    import glob
+    import gzip
+    import tempfile
+
+    fn = jax.jit(lambda p, k, n, v, nl: _render_batch_jit(p, k, cfg, n, v, nl))
+    args = jaxsynth_inputs(batch, cfg)
+    jax.block_until_ready(fn(*args))
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(fn(*args))
+        with gzip.open(glob.glob(os.path.join(d, "**", "*perfetto_trace.json.gz"), recursive=True)[0]) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    total_us, count = collections.Counter(), collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") == "X" and not name.startswith(("$", "ThunkExecutor", "end: ")):
+            total_us[name] += e["dur"]
+            count[name] += 1
+    whole = sum(total_us.values())
+    return [dict(op=name, ms_per_call=t / calls / 1e3, count_per_call=count[name] // calls,
+                 share=t / whole) for name, t in total_us.most_common(top)]
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -278,9 +314,23 @@ def main(argv=None) -> dict:
                         help="do not measure: print (and with --write-results write) the tables of a saved run")
     parser.add_argument("--write-results", action="store_true",
                         help="replace the '## Render throughput' and '## Floors' sections of RESULTS.md")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing: XLA kernel time per HLO op of the render at each "
+                             "--batches (jax.profiler trace; proportions, not absolute ms)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.sample_rates, args.reps = [1, 64], [22050], 3
+    if args.profile:
+        out = {}
+        for batch in args.batches:
+            rows = profile_kernels(batch, SynthConfig(sample_rate=args.sample_rates[0], duration_s=args.duration_s))
+            out[batch] = rows
+            print(f"\nbatch {batch}: kernel time per render call (load {load_avg()})")
+            for r in rows:
+                print(f"  {r['ms_per_call']:9.2f} ms  {100 * r['share']:5.1f} %  x{r['count_per_call']:<6d} {r['op']}")
+        if args.json:
+            write_json(args.json, out)
+        return out
 
     if args.from_json:
         with open(args.from_json) as f:
