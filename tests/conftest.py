@@ -25,3 +25,35 @@ import pytest  # noqa: E402
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+@pytest.fixture(scope="session")
+def tiny_env_config():
+    """The cheapest env that still renders, analyses and rewards like the real one: 0.1 s
+    clips, one 512-point STFT (hop 128, 16 mels), two MR-STFT sizes, 4 targets per stage,
+    24-step episodes (the two kept CMA-ES trajectories of the teacher test take 18 steps each)."""
+    from agents.env import EnvConfig
+    from jaxsynth.features import FeatureConfig
+    from jaxsynth.synth import SynthConfig
+    sr, dur = 22050, 0.1
+    return EnvConfig(synth=SynthConfig(sample_rate=sr, duration_s=dur),
+                     features=FeatureConfig(sample_rate=sr, duration_s=dur, n_fft=512, hop_length=128,
+                                            n_mels=16, n_mfcc=13, mrstft_fft_sizes=(256, 512)),
+                     max_steps=24, bank_size=4, n_start_presets=1, build_chunk=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_env(tiny_env_config):
+    """(env, env params) on ``tiny_env_config``, its target bank built once per session."""
+    from agents.env import SynthMatchEnv
+    env = SynthMatchEnv(tiny_env_config)
+    return env, env.default_params(jax.random.key(0))
+
+
+@pytest.fixture(scope="session")
+def match_config():
+    """The one matcher configuration of the search/evaluation tests (0.25 s clips): equal
+    static configs share compiled render + loss graphs across test files."""
+    from agents.search.common import MatchConfig
+    from jaxsynth.synth import SynthConfig
+    return MatchConfig(synth=SynthConfig(duration_s=0.25))
