@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from jaxsynth.features import FeatureConfig, Features, analyze
+from jaxsynth.loudness import check_audio
 
 _TINY = 1e-20
 
@@ -188,7 +189,11 @@ def matching_loss_audio(pred_audio: Float[Array, "*batch samples"],
     """Convenience: analyse both clips, then ``matching_loss`` (for ``jax.grad`` experiments).
 
     With a CREPE term on, ``crepe_weights`` (``crepe.load_weights(model)``) must be given.
+    Called with concrete audio it rejects NaN/Inf samples and integer PCM with a clear error
+    (one NaN sample would make every term NaN); traced audio is not checked.
     """
+    pred_audio = check_audio(pred_audio, "matching_loss_audio (pred_audio)")
+    target_audio = check_audio(target_audio, "matching_loss_audio (target_audio)")
     pred_p = target_p = None
     if any(getattr(weights, name) != 0 for name in _PERCEPTUAL_TERMS):
         from jaxsynth import perceptual as P  # noqa: PLC0415

@@ -191,3 +191,16 @@ def test_gradient_through_synth_render_is_finite_and_nonzero():
     assert np.isfinite(float(value)) and float(value) > 0
     assert np.all(np.isfinite(np.asarray(grad)))
     assert float(jnp.abs(grad).max()) > 0
+
+
+def test_eager_audio_loss_rejects_non_finite_and_integer_audio():
+    # one NaN sample made every term NaN, silently; int16 PCM was analysed at 32768x its level
+    clip = np.asarray(jax.random.uniform(jax.random.key(5), (CFG.num_samples,), minval=-0.3, maxval=0.3))
+    bad = clip.copy()
+    bad[17] = np.nan
+    with pytest.raises(ValueError, match=r"matching_loss_audio \(pred_audio\): audio has 1 NaN/Inf"):
+        L.matching_loss_audio(bad, clip, CFG)
+    with pytest.raises(ValueError, match=r"\(target_audio\).*first at index \(17,\)"):
+        L.matching_loss_audio(clip, bad, CFG)
+    with pytest.raises(TypeError, match=r"floating point.*int16"):
+        L.matching_loss_audio((clip * 32767).astype(np.int16), clip, CFG)
