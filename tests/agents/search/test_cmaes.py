@@ -1,11 +1,10 @@
-"""CMA-ES (agents/cmaes.py): recovery of stage-0 targets, CMA-ES vs random search at equal
-budget, and CMA trajectories -> environment transitions (D5).
+"""CMA-ES (agents/search/cmaes.py): recovery of stage-0 targets, and CMA-ES vs random search at
+equal budget. (Its trajectories as SAC teacher data: tests/agents/sac/test_teacher.py.)
 
 The matching tests use 0.25 s clips and 8 targets x a population of 10 (stage 0 has 9 free
 parameters: CMA-ES's default population 4 + floor(3 ln 9) = 10), so the render + loss graph is
-compiled once for them (and shared with tests/agents/test_matchers.py and test_evaluate.py).
-The transition replay runs in CI on a tiny env (0.1 s clips, 16 mels); the same check on
-``small_config`` is marked slow.
+compiled once for them (and shared with tests/agents/search/test_matchers.py and
+tests/agents/evaluation/).
 """
 
 import jax
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 from agents import curriculum as C
-from agents.sac.teacher import cmaes_transitions, jump_actions, load_transitions, save_transitions
 from agents.search.cmaes import cmaes_match
 from agents.search.common import MatchConfig, target_features_of_params
 from agents.search.random_search import random_search
@@ -49,127 +47,23 @@ def test_cmaes_recovers_stage0_targets_for_several_seeds():
     np.testing.assert_array_equal(bp, np.asarray(P.snap(bp)))
 
 
-def test_cmaes_beats_random_search_at_equal_budget():
-    # 512 renders per target on 8 held-out stage-0 presets. Measured medians (2026-11-25):
-    # key 0: CMA-ES 0.52 vs random 1.85; key 1: 0.61 vs 2.05; key 2: 0.93 vs 1.89 (ratio
-    # 0.28-0.49). The test runs key 0 (ratio 0.28); asserting < 0.6 holds for every key seen,
-    # while a CMA-ES no better than random search (e.g. a broken tell or a sign error in the
-    # fitness) fails.
-    tf = target_features_of_params(HELDOUT, CFG)
-    cma = np.median(np.asarray(cmaes_match(jax.random.key(0), tf, STAGE0, 512, CFG).best_loss))
-    rnd = np.median(np.asarray(random_search(jax.random.key(0), tf, STAGE0, 512, CFG).best_loss))
-    assert cma < 0.6 * rnd, (cma, rnd)
-
-
-def test_jump_actions_reach_the_target_through_snapping():
-    # a jump that changes the 3-way filter type by two choices and cutoff by 0.9 (> max_delta)
-    from agents.env import default_max_delta
-    a = np.asarray(P.DEFAULT_PARAMS01, np.float32).copy()
-    b = a.copy()
-    b[P.INDEX["filter.type"]] = 1.0
-    b[P.INDEX["filter.cutoff_hz"]] = 0.05
-    b[P.INDEX["amp_env.sustain"]] = 0.1
-    md = default_max_delta()
-    mods, deltas, n = jump_actions(np.stack([a, b]), 0, md, 50)
-    assert n > 2 and np.all(np.abs(deltas) <= 1.0)
-    # only the two changed modules, each action touching one module's parameters only
-    assert set(mods[:n].tolist()) == {P.MODULES.index("filter"), P.MODULES.index("amp_env")}
-    for m, d in zip(mods[:n], deltas[:n]):
-        assert np.all(d[~P.MODULE_PARAMS[m]] == 0)
-    from agents.env import Action, apply_action
-    import jax.numpy as jnp
-    cur = jnp.asarray(a)
-    for m, d in zip(mods[:n], deltas[:n]):
-        cur, _, ok = apply_action(cur, Action(jnp.int32(m), jnp.asarray(d)), jnp.int32(0), jnp.asarray(md))
-        assert bool(ok)
-    np.testing.assert_allclose(np.asarray(cur), b, atol=1e-6)
-
-
-def _tiny_env_config(**overrides):
-    """The cheapest env that still renders, analyses and rewards like the real one: 0.1 s
-    clips, one 512-point STFT (hop 128, 16 mels), two MR-STFT sizes, 4 targets per stage,
-    24-step episodes (the two kept CMA-ES trajectories of the test take 18 steps each)."""
-    from agents.env import EnvConfig
-    from jaxsynth.features import FeatureConfig
-    sr, dur = 22050, 0.1
-    kw = dict(synth=SynthConfig(sample_rate=sr, duration_s=dur),
-              features=FeatureConfig(sample_rate=sr, duration_s=dur, n_fft=512, hop_length=128,
-                                     n_mels=16, n_mfcc=13, mrstft_fft_sizes=(256, 512)),
-              max_steps=24, bank_size=4, n_start_presets=1, build_chunk=4)
-    kw.update(overrides)
-    return EnvConfig(**kw)
-
-
-def _check_cma_transitions_replay(env, ep, tmp_path, n_targets, budget, top_k):
-    """CMA-ES -> transitions -> .npz -> load, then replay every stored trajectory action by
-    action in the real env (single jitted steps, not the batched scan that produced it): the
-    same parameters before and after every step and the same rewards."""
-    from agents.env import Action
-    import jax.numpy as jnp
-    tr, info = cmaes_transitions(jax.random.key(1), env, ep, np.arange(n_targets), budget, top_k=top_k)
-    path = tmp_path / "cma.npz"
-    save_transitions(path, tr, info)
-    tr2, extras = load_transitions(path)
-    for a, b in zip(jax.tree.leaves(tr), jax.tree.leaves(tr2)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    traj, step = extras["trajectory"], extras["step"]
-    assert len(set(traj.tolist())) == top_k and tr2.reward.shape == traj.shape
-    assert np.all(np.abs(np.asarray(tr2.delta)) <= 1.0)
-    assert np.asarray(tr2.obs.stage).max() == 0
-    step_fn = jax.jit(env.step)
-    ended_on_best = 0
-    for k in range(top_k):
-        rows = np.nonzero(traj == k)[0]
-        assert len(rows) > 0 and np.array_equal(step[rows], np.arange(len(rows)))
-        _, state = env.reset_to(jnp.int32(info["target"][k]), jnp.int32(0), ep)
-        rewards = []
-        for r in rows:
-            # exact: the same clip/snap arithmetic on the same float32 values
-            np.testing.assert_array_equal(np.asarray(state.params01), np.asarray(tr2.obs.params01[r]))
-            _, state, reward, term, trunc, inf = step_fn(
-                jax.random.key(0), state, Action(tr2.module[r], tr2.delta[r]), ep)
-            np.testing.assert_array_equal(np.asarray(inf["next_params01"]), np.asarray(tr2.next_obs.params01[r]))
-            rewards.append(float(reward))
-            assert bool(trunc) == bool(tr2.truncated[r]) and bool(term) == bool(tr2.terminated[r])
-        # rewards: same graph, but scan-of-vmap vs a single jitted step may fuse/reassociate
-        # float32 sums differently; 1e-5 is far below any reward difference that matters
-        # (rewards here are O(0.1-1)) and far above float32 reassociation noise (~1e-7 rel).
-        np.testing.assert_allclose(rewards, np.asarray(tr2.reward[rows]), rtol=1e-5, atol=1e-5)
-        # a trajectory that fits in the episode ends exactly on the CMA-ES best preset
-        if len(rows) < env.config.max_steps:
-            ended_on_best += 1
-            np.testing.assert_allclose(np.asarray(tr2.next_obs.params01[rows[-1]]),
-                                       info["cma_best_params01"][k], atol=1e-6)
-    return tr2, ended_on_best
-
-
-def test_cma_transitions_replay_in_tiny_env(tmp_path):
-    # The D5 promise on the cheapest env (0.1 s, 16 mels, 4 targets, 24-step episodes):
-    # replaying the stored actions reproduces the recorded parameters and rewards. Measured
-    # 29 s at load 5 (12-step episodes), 98 s at load 7 on the 2-core CPU; mostly compiling the
-    # env step twice (scan + single step).
-    from agents.env import SynthMatchEnv
-    env = SynthMatchEnv(_tiny_env_config())
-    ep = env.default_params(jax.random.key(0))
-    tr, ended_on_best = _check_cma_transitions_replay(env, ep, tmp_path, 4, 40, 2)
-    # the recorded rewards are not all zero (the trajectories improve on the start preset)
-    assert np.any(np.abs(np.asarray(tr.reward)) > 1e-3)
-    assert ended_on_best >= 1  # at least one plan fits in the episode and lands on the CMA best
-
-
-@pytest.mark.slow  # the same check on small_config (0.15 s, 32 mels): ~5 min on a loaded 2-core CPU
-def test_cma_transitions_replay_in_env(tmp_path):
-    from agents.env import SynthMatchEnv, small_config
-    env = SynthMatchEnv(small_config(max_steps=12))
-    _check_cma_transitions_replay(env, env.default_params(jax.random.key(0)), tmp_path, 4, 40, 2)
-
-
-def test_load_transitions_rejects_other_files(tmp_path):
-    p = tmp_path / "x.npz"
-    np.savez(p, a=np.zeros(3))
-    with pytest.raises(ValueError, match="not a jaxsynth CMA transitions file"):
-        load_transitions(p)
-    q = tmp_path / "y.npz"
-    q.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="not a readable transitions file"):
-        load_transitions(q)
+def test_cmaes_beats_random_search_at_equal_budget(match_config):
+    # 512 renders per target, 3 seeds x 8 held-out stage-0 presets (each seed its own targets
+    # and key): 24 paired matches. Per target, CMA-ES either solves it (~0.02-0.7) or stalls in a
+    # local minimum (~2-3.5, no restarts), so the median of one seed's 8 targets jumps: seed 0
+    # alone gives CMA-ES 1.71 vs random 1.85 (this CPU, 2026-12-01). The paired geometric mean
+    # of loss(CMA-ES) / loss(random) is steady: per-target log ratio mean -0.57, sd 0.77 (240
+    # matches, seeds 0-29); over 24 matches, 0.49-0.70 for each of the 10 seed triples tried
+    # (seeds 3b..3b+2, b = 0..9; benchmarks/RESULTS.md, "CMA-ES vs random search in the tests").
+    # Bound 0.85 (log -0.16): 2.6 standard errors (0.77 / sqrt(24)) above the measured mean,
+    # while a CMA-ES no better than random search (a broken tell, a sign error in the fitness)
+    # sits at ~1.
+    log_ratio = []
+    for seed in (0, 1, 2):
+        tf = target_features_of_params(C.heldout_presets(seed, 0, 8), match_config)
+        key = jax.random.key(seed)
+        cma = np.asarray(cmaes_match(key, tf, STAGE0, 512, match_config).best_loss)
+        rnd = np.asarray(random_search(key, tf, STAGE0, 512, match_config).best_loss)
+        log_ratio.append(np.log(cma / rnd))
+    ratio = float(np.exp(np.mean(log_ratio)))
+    assert ratio < 0.85, (ratio, np.round(np.exp(log_ratio), 2))
