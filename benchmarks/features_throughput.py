@@ -100,12 +100,17 @@ def analyze_scaled_powers(audio, cfg: F.FeatureConfig) -> F.Features:
 
 def analyze_bf16(audio, cfg: F.FeatureConfig, dft: str = "fft") -> F.Features:
     """``analyze`` with the spectral path in bfloat16 (loudness, gain and the raw-clip
-    statistics stay float32). Constant tables are cast to bfloat16 so that no float32 NumPy
+    statistics stay float32; with ``k_weighting="stft"`` the loudness takes one float32 STFT
+    of its own here, which ``analyze`` shares). Constant tables are cast to bfloat16 so that no float32 NumPy
     constant promotes the arithmetic back to float32. ``dft="matmul"`` also takes the STFT as
     a bfloat16 matmul (``features``' own DFT matrices and framing, cast)."""
     bf = jnp.bfloat16
-    loud = F.loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs,
-                           "scan" if cfg.k_weighting == "scan" else "fir")
+    if cfg.loudness_from_stft:  # as analyze: from the float32 n_fft power spectrogram
+        loud = F.loudness_from_power(F.stft_power(audio, cfg.n_fft, cfg.hop_length, cfg.pad_mode), cfg.num_samples,
+                                     cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.loudness_floor_lufs)
+    else:
+        loud = F.loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs,
+                               "scan" if cfg.k_weighting == "scan" else "fir")
     gain_db = F.loudness_gain_db(loud, cfg)
     x = audio * (10.0 ** (gain_db / 20.0))[..., None]
 
