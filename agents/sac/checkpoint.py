@@ -30,7 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxsynth.io import atomic_write
+from jaxsynth.io import atomic_write, file_sha256
 
 FORMAT = 2  # 2: per-array checksums in the metadata and a per-file integrity record
 INTEGRITY_FILE = "integrity.json"
@@ -76,21 +76,13 @@ def nonfinite_arrays(tree) -> list[str]:
             if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(step_dir: Path) -> dict[str, Path]:
     return {p.relative_to(step_dir).as_posix(): p for p in sorted(step_dir.rglob("*"))
             if p.is_file() and p.name != INTEGRITY_FILE}
 
 
 def _write_integrity(step_dir: Path) -> None:
-    record = {name: {"bytes": p.stat().st_size, "sha256": _file_sha256(p)}
+    record = {name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
               for name, p in _files(step_dir).items()}
     atomic_write(step_dir / INTEGRITY_FILE, json.dumps({"files": record}, indent=0))
 
@@ -114,7 +106,7 @@ def file_problem(directory: str | os.PathLike, step: int) -> str | None:
         size = p.stat().st_size
         if size != want.get("bytes"):
             return f"file {name} has {size} bytes, {want.get('bytes')} were written (truncated)"
-        if _file_sha256(p) != want.get("sha256"):
+        if file_sha256(p) != want.get("sha256"):
             return f"file {name} does not match its SHA-256 (overwritten or damaged)"
     return None
 
