@@ -242,15 +242,24 @@ def train_process(out: Path, resume: bool, kill: str = "none") -> int:
     return proc.returncode
 
 
+@pytest.fixture(scope="module")
+def full_process(tmp_path_factory):
+    """The uninterrupted run in a process of its own, like the killed ones (an in-process run
+    is compared with in-process resumes above)."""
+    out = tmp_path_factory.mktemp("full_process")
+    assert train_process(out, resume=False) == 0
+    return out
+
+
 @pytest.mark.parametrize("kill", ["chunk3", "save3", "record3"])
-def test_killed_run_resumes_to_the_uninterrupted_run(full, tmp_path_factory, kill):
+def test_killed_run_resumes_to_the_uninterrupted_run(full_process, tmp_path_factory, kill):
     out = tmp_path_factory.mktemp(kill)
     assert train_process(out, resume=False, kill=kill) == -signal.SIGKILL
     ck = out / "checkpoints"
     expected = {"chunk3": [1, 2], "save3": [1, 2], "record3": [1, 2, 3]}[kill]  # record3: no prune yet
     assert ckpt.all_steps(ck) == expected
     assert train_process(out, resume=True) == 0
-    assert_same_run(out, full[1])
+    assert_same_run(out, full_process)
     assert not [p for p in ck.iterdir() if "tmp" in p.name]  # orbax's unfinished save is gone
 
 
