@@ -362,11 +362,12 @@ def test_make_params_and_config_validation(bank):
 def test_render_features_batches_under_nested_vmap(params):
     """The custom vmap rule flattens vmap-over-seeds of vmap-over-envs into one batch and
     agrees with the single-sound path."""
-    fn = env_render_features(CFG.synth, CFG.features, CFG.note, CFG.velocity)
+    fn = env_render_features(CFG.synth, CFG.features, CFG.note, CFG.velocity, return_audio=True)
     x = jnp.asarray(C.training_presets(jax.random.key(9), 3, 6)).reshape(2, 3, P.N_PARAMS)
     key = params.bank.render_key
-    nested = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None)), in_axes=(0, None)))(x, key)
-    single = fn(x[1, 2], key)
+    nested, nested_audio = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None)), in_axes=(0, None)))(x, key)
+    single, single_audio = fn(x[1, 2], key)
     assert nested.log_mel.shape == (2, 3, CFG.num_frames, CFG.n_mels)
-    np.testing.assert_allclose(np.asarray(nested.log_mel[1, 2]), np.asarray(single.log_mel), atol=0.05)
-    np.testing.assert_allclose(np.asarray(nested.loudness_lufs[1, 2]), np.asarray(single.loudness_lufs), atol=1e-3)
+    # a batch of 6 vs one sound: two programs, within the synth's batch-invariance bound (5e-4,
+    # derived in tests/jaxsynth/test_synth.py::test_a_sound_alone_equals_it_inside_a_batch)
+    np.testing.assert_allclose(np.asarray(nested_audio[1, 2]), np.asarray(single_audio), rtol=0, atol=5e-4)
