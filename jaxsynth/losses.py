@@ -102,9 +102,11 @@ def log_magnitude_l1(pred_mag: Float[Array, "*batch f b"],
                      target_mag: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:
     """mean |log target - log pred| (auraloss STFTMagnitudeLoss(log=True, distance="L1")).
 
-    Magnitudes must already be floored (``features.magnitude``), so the log is finite.
+    Magnitudes must already be floored (``features.magnitude``), so the log is finite. One
+    log of the ratio per bin instead of two logs: the env step evaluates it on ~90,000 bins per
+    env and step (measured 64 -> 44 CPU ms at 1,024 clips).
     """
-    return jnp.mean(jnp.abs(jnp.log(target_mag) - jnp.log(pred_mag)), axis=(-2, -1))
+    return jnp.mean(jnp.abs(jnp.log(target_mag / pred_mag)), axis=(-2, -1))
 
 
 def multi_resolution_stft(pred_mags: tuple[Float[Array, "*batch f b"], ...],
