@@ -17,9 +17,11 @@ condition on it (DDSP, Engel et al. 2020; differentiable-synth sound matching wi
    plus random ones in the unlocked modules), the candidate whose best loss is lowest wins and
    the rest of the budget goes to it. These renders count against the budget.
 4. Unpitched targets (noise, drums) get the plain matcher with every unlocked parameter free.
-5. Level (``match_level``): the match's loudness is measured (one render), the output gain
-   moves by the difference to the target's loudness (clipped to its range) and the final loss
-   terms are those of the re-levelled preset (a second render). Both renders are charged.
+5. Pitch check and level (``match_level``): the match is measured (one render); where its f0
+   is more than 50 cents from the target's (the free second oscillator, unison or noise can
+   move the heard pitch), the render note moves by the difference; the output gain moves by
+   the loudness difference (clipped to its range); the final loss terms are those of the
+   corrected preset (a second render). Both renders are charged.
 6. ``fold_note``: where the note offset fits the tune ranges, it is moved into the coarse +
    fine tune of both oscillators (and the filter's key tracking is compensated in its cutoff),
    so the preset plays the target's pitch at ``cfg.note`` like any other preset.
@@ -59,7 +61,8 @@ MAX_FINE_CENTS = 100.0
 class PitchFirstConfig:
     """``method``: f0 estimator (``auto`` = CREPE tiny if installed, else YIN; ``yin``; ``crepe``).
     ``compete_samples``: presets each octave candidate is heard with (renders per candidate).
-    ``level``: set the output gain from the loudness difference after the search (2 renders).
+    ``level``: after the search, correct the note where the match's f0 is off and set the output
+    gain from the loudness difference (2 renders).
     ``fold``: move the note offset into the tune parameters where it fits.
     ``also_held``: further parameters held at ``base01`` for pitched targets; by default the
     LFO's pitch depth, which the timbre search otherwise uses to detune the note (measured: a
@@ -139,23 +142,33 @@ def _best_of(a_loss, a_terms, a_params, b_loss, b_terms, b_params):
 
 
 def match_level(target: Features, params01: np.ndarray, notes: np.ndarray, module_mask,
-                cfg: MatchConfig) -> tuple[np.ndarray, LossTerms]:
-    """Set the output gain so that the match is as loud as its target (2 renders per target).
+                cfg: MatchConfig, target_f0_hz: np.ndarray | None = None, method: str = "yin",
+                tolerance_cents: float = 50.0) -> tuple[np.ndarray, np.ndarray, LossTerms]:
+    """Correct the match's pitch and level after the search (2 renders per target).
 
-    One render measures the match's integrated loudness; the gain moves by the difference in LU
-    (the gain is the last linear factor, so loudness moves dB for dB), clipped to the gain's
-    range; a second render gives the final loss terms. Returns (params01, terms); targets whose
-    output module is locked keep their preset."""
+    One render measures the match: where its note-level f0 is more than ``tolerance_cents`` from
+    ``target_f0_hz`` (the timbre search can move the heard pitch with the second oscillator, the
+    unison or the noise), the render note moves by the difference, which transposes the whole
+    sound; the output gain moves by the loudness difference in LU (the gain is the last linear
+    factor, so loudness moves dB for dB), clipped to its range. A second render gives the final
+    loss terms. Returns (params01, notes, terms); the gain stays where the output module is locked."""
     i = P.INDEX["output.gain_db"]
     spec = P.SPECS[i]
     x = np.asarray(params01, np.float32).copy()
-    _, feats = render_params(x, cfg, notes)
+    notes = np.asarray(notes, np.float32).copy()
+    audio, feats = render_params(x, cfg, notes)
+    if target_f0_hz is not None:
+        match_f0 = PP.estimate_note(np.asarray(audio), cfg.synth.sample_rate, method).f0_hz
+        off = PP.cents_between(np.where(np.isfinite(target_f0_hz), target_f0_hz, 1.0),
+                               np.where(np.isfinite(match_f0), match_f0, 1.0))
+        fix = np.isfinite(target_f0_hz) & np.isfinite(match_f0) & (np.abs(off) > tolerance_cents)
+        notes = np.where(fix, np.clip(notes + off / 100.0, 0.0, 127.0), notes).astype(np.float32)
     delta_db = np.asarray(target.loudness_lufs) - np.asarray(feats.loudness_lufs)
     if np.asarray(module_mask, bool)[P.MODULES.index("output")]:
         gain_db = np.asarray(P.denormalize(jnp.asarray(x)))[:, i] + np.nan_to_num(delta_db)
         x[:, i] = (np.clip(gain_db, spec.low, spec.high) - spec.low) / (spec.high - spec.low)
     terms = evaluate_candidates(jnp.asarray(x)[:, None], target, cfg, jnp.asarray(notes))
-    return x, jax.tree.map(lambda v: np.asarray(v)[:, 0], terms)
+    return x, notes, jax.tree.map(lambda v: np.asarray(v)[:, 0], terms)
 
 
 def fold_note(params01: np.ndarray, notes: np.ndarray, ref_note: float) -> tuple[np.ndarray, np.ndarray]:
@@ -262,14 +275,15 @@ def pitch_first(matcher, pcfg: PitchFirstConfig = PitchFirstConfig()):
             else:
                 inner = matcher(k_plain, tgt, module_mask, budget - level_cost, cfg, base01=base01, **extras)
                 results[name] = (idx, inner, np.full(len(idx), cfg.note, np.float32), 0, None, cfg)
-        return _assemble(results, t, target, module_mask, cfg, pcfg, level_cost)
+        target_f0 = np.where(pitched, np.asarray(note.f0_hz), np.nan)
+        return _assemble(results, t, target, module_mask, cfg, pcfg, level_cost, target_f0)
 
     wrapped.takes_audio = True
     wrapped.inner = matcher
     return wrapped
 
 
-def _assemble(results, t, target, module_mask, cfg, pcfg, level_cost) -> MatchResult:
+def _assemble(results, t, target, module_mask, cfg, pcfg, level_cost, target_f0) -> MatchResult:
     """Join the groups' results on one render axis, add competition, level and fold."""
     renders = np.unique(np.concatenate(
         [spent + np.asarray(r.trace_renders) for _, r, _, spent, _, _ in results.values()]
@@ -296,7 +310,8 @@ def _assemble(results, t, target, module_mask, cfg, pcfg, level_cost) -> MatchRe
         for field, x in zip(LossTerms._fields, bt):
             getattr(best_terms, field)[idx] = x
     if pcfg.level:
-        lev_params, lev_terms = match_level(target, best_params, notes_out, module_mask, cfg)
+        lev_params, notes_out, lev_terms = match_level(target, best_params, notes_out, module_mask, cfg,
+                                                       target_f0, pcfg.method)
         best_params = lev_params
         best_terms = jax.tree.map(np.asarray, lev_terms)
         renders = np.append(renders, renders[-1] + level_cost)
