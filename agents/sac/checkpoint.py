@@ -45,10 +45,13 @@ class NonFiniteStateError(CheckpointError):
     """The training state holds NaN/Inf: it is not saved (nor restored)."""
 
 
-def _manager(directory: str | os.PathLike, create: bool = True) -> ocp.CheckpointManager:
-    # No orbax retention: ``prune`` deletes only after a newer checkpoint is complete.
+def _manager(directory: str | os.PathLike, create: bool = True,
+             writer: bool = False) -> ocp.CheckpointManager:
+    # No orbax retention: ``prune`` deletes only after a newer checkpoint is complete. Only the
+    # writer removes unfinished saves (of a killed run): a reader (a policy loaded while the
+    # run trains) must not delete the save in progress.
     opts = ocp.CheckpointManagerOptions(max_to_keep=None, create=create,
-                                        cleanup_tmp_directories=True,
+                                        cleanup_tmp_directories=writer,
                                         enable_async_checkpointing=False)
     return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
 
@@ -170,7 +173,7 @@ def save(directory: str | os.PathLike, step: int, tree: Any, metadata: dict, kee
             f"(first: {bad[0]}); it was not saved. Training diverged: resume from the last "
             f"checkpoint in {directory} with --resume and a lower --lr or --max-delta")
     meta = dict(metadata, format=FORMAT, step=int(step), checksums=tree_checksums(tree))
-    with _manager(directory) as m:
+    with _manager(directory, writer=True) as m:
         m.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                   meta=ocp.args.JsonSave(meta)), force=True)
         m.wait_until_finished()

@@ -201,6 +201,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
             if (c + 1) % opts.checkpoint_every == 0 or c + 1 == cfg.n_chunks:
                 meta = {"config": cfg.fingerprint(), "chunk": c + 1, "has_buffer": opts.save_buffer,
                         "stage": np.asarray(runner.stage).tolist()}
+                logger.flush()  # every row up to the checkpoint is on disk before it exists
                 ckpt.save(ckpt_dir, c + 1, _checkpoint_tree(runner, opts.save_buffer), meta)
     if bar is not None:
         bar.close()
