@@ -280,3 +280,19 @@ def test_truncated_checkpoint_gives_one_clean_line_from_the_cli(full, tmp_path):
     assert len(lines) == 1 and "Event loop is closed" not in proc.stderr, proc.stderr[-2000:]
     assert "checkpoint 4" in lines[0] and "truncated" in lines[0] and "--resume-from 3" in lines[0]
     assert digests(out / "checkpoints") == before
+
+
+def test_reading_checkpoints_leaves_a_save_in_progress_alone(tmp_path):
+    """A policy loaded while the run trains lists and reads checkpoints; only the writer
+    removes an unfinished save (the one a kill left, before its next save)."""
+    from orbax.checkpoint._src.path.atomicity_types import TMP_DIR_SUFFIX
+
+    ck = tmp_path / "checkpoints"
+    ckpt.save(ck, 1, {"a": np.arange(3.0)}, {"chunk": 1})
+    in_progress = ck / f"2{TMP_DIR_SUFFIX}1700000000"
+    in_progress.mkdir()
+    (in_progress / "part").write_text("half written")
+    assert ckpt.all_steps(ck) == [1] and ckpt.read_metadata(ck, 1)["chunk"] == 1
+    assert in_progress.is_dir()
+    ckpt.save(ck, 3, {"a": np.arange(3.0)}, {"chunk": 3})
+    assert not in_progress.exists() and ckpt.all_steps(ck) == [1, 3]
