@@ -32,7 +32,7 @@ import numpy as np
 
 from agents.sac import checkpoint as ckpt
 from agents.sac.config import RunOptions, TrainConfig
-from agents.sac.run import run
+from agents.sac import distributed as dist
 from jaxsynth.io import OutputPathError
 
 
@@ -117,8 +117,11 @@ def main(argv=None) -> int:
     jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "jaxsynth" / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
+        if opts.distributed:  # before anything touches a device (evosax does at import)
+            dist.initialize(opts.coordinator_address, opts.num_processes, opts.process_id)
+        from agents.sac.run import run  # noqa: PLC0415
         summary = run(cfg, opts)
-    except (ckpt.CheckpointError, OutputPathError) as e:
+    except (ckpt.CheckpointError, OutputPathError, dist.DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     med = summary["heldout_median_loss"]

@@ -50,9 +50,16 @@ def _manager(directory: str | os.PathLike, create: bool = True,
     # No orbax retention: ``prune`` deletes only after a newer checkpoint is complete. Only the
     # writer removes unfinished saves (of a killed run): a reader (a policy loaded while the
     # run trains) must not delete the save in progress.
-    opts = ocp.CheckpointManagerOptions(max_to_keep=None, create=create,
+    # Each process acts alone (a multi-process run gathers the state first and process 0
+    # writes; every process may read): no orbax barrier waits for processes that do not call.
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    if create:  # orbax cannot create it with active_processes set
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    opts = ocp.CheckpointManagerOptions(max_to_keep=None, create=False,
                                         cleanup_tmp_directories=writer,
-                                        enable_async_checkpointing=False)
+                                        enable_async_checkpointing=False,
+                                        multiprocessing_options=alone)
     return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
 
 

@@ -22,6 +22,7 @@ from agents import curriculum as C
 from agents import env as E
 from agents.rendering import render_analyze_chunked
 from agents.sac import checkpoint as ckpt
+from agents.sac import distributed as dist
 from agents.sac import replay
 from agents.sac import trainer as sac
 from agents.sac.config import RunOptions, TrainConfig
@@ -112,8 +113,9 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     from ``cfg`` at most in ``total_steps`` (tests; resuming in one process)."""
     if setup is not None and setup.cfg.fingerprint() != cfg.fingerprint():
         raise ValueError("run(setup=...) needs a Setup built from the same config (total_steps aside)")
-    if opts.distributed:
-        jax.distributed.initialize()
+    if opts.distributed and jax.process_count() == 1:
+        raise dist.DistributedError("RunOptions.distributed: call agents.sac.distributed.initialize() "
+                                    "before any JAX computation (python -m agents.sac_train does)")
     is_main = jax.process_index() == 0
     out = Path(check_output_dir(opts.out))
     ckpt_dir = out / "checkpoints"
@@ -122,17 +124,20 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     t_setup = time.time()
     setup = Setup(cfg) if setup is None else setup
     log(f"setup (target bank + held-out bank): {time.time() - t_setup:.1f} s; "
-        f"{cfg.envs} envs x {cfg.seeds} seeds on {jax.device_count()} device(s); replay "
+        f"{cfg.envs} envs x {cfg.seeds} seeds on {jax.device_count()} device(s) in "
+        f"{jax.process_count()} process(es); replay "
         f"{setup.sac_cfg.buffer_capacity} transitions x "
         f"{replay.bytes_per_item(setup.adapter.example_transition)} B")
     t_c = time.time()
-    runner = setup.init(setup.keys, setup.params)
+    params, keys = dist.replicate((setup.params, setup.keys))  # global arrays with >1 process
+    runner = setup.init(keys, params)
     jax.block_until_ready(runner)
     start_chunk, warm_info = 0, {}
     if resume_step is not None:
         has_buffer = bool(ckpt.read_metadata(ckpt_dir, resume_step).get("has_buffer", True))
         tree, meta = ckpt.restore(ckpt_dir, _checkpoint_tree(runner, has_buffer),
                                   cfg.fingerprint(), step=resume_step)
+        tree = dist.put_like(tree, _checkpoint_tree(runner, has_buffer))
         runner = tree if tree.buffer is not None else tree.replace(buffer=runner.buffer)
         start_chunk = int(meta["chunk"])
         moved = ckpt.set_aside_after(ckpt_dir, resume_step) if is_main else []
@@ -145,7 +150,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
         rewind_logs(out, start_chunk * cfg.chunk_steps if resume_step is not None else -1)
     logger = ScalarLogger(out, opts.tensorboard) if is_main else None
     if start_chunk == 0:  # the untrained (or warm-started) policy: the baseline to beat
-        ev0 = jax.device_get(setup.evaluate(runner, setup.params))
+        ev0 = dist.to_host(setup.evaluate(runner, params))
         summary0 = np.asarray(ev0["heldout_median_loss"]).tolist()
         if logger is not None:
             logger.log(0, {"heldout_median_loss": float(np.mean(summary0)),
@@ -168,8 +173,8 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     transitions_per_chunk = cfg.chunk_steps * cfg.envs * cfg.seeds
     for c in range(start_chunk, cfg.n_chunks):
         t0 = time.time()
-        runner, metrics = setup.chunk(runner, setup.params)
-        metrics = jax.device_get(metrics)
+        runner, metrics = setup.chunk(runner, params)
+        metrics = dist.to_host(metrics)
         dt = time.time() - t0
         ev = metrics["eval"]
         med = np.asarray(ev["heldout_median_loss"])  # (seeds,)
@@ -198,11 +203,13 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
                 bar.set_postfix_str(f"env-steps/s {sps:,.0f} stage {np.asarray(ev['next_stage']).tolist()} "
                                     f"held-out {med.mean():.3f}")
                 bar.update(1)
-            if (c + 1) % opts.checkpoint_every == 0 or c + 1 == cfg.n_chunks:
+        if (c + 1) % opts.checkpoint_every == 0 or c + 1 == cfg.n_chunks:
+            state = dist.to_host(_checkpoint_tree(runner, opts.save_buffer))  # every process gathers
+            if is_main:  # one process writes
                 meta = {"config": cfg.fingerprint(), "chunk": c + 1, "has_buffer": opts.save_buffer,
-                        "stage": np.asarray(runner.stage).tolist()}
+                        "stage": np.asarray(state.stage).tolist()}
                 logger.flush()  # every row up to the checkpoint is on disk before it exists
-                ckpt.save(ckpt_dir, c + 1, _checkpoint_tree(runner, opts.save_buffer), meta)
+                ckpt.save(ckpt_dir, c + 1, state, meta)
     if bar is not None:
         bar.close()
     if logger is not None:

@@ -149,6 +149,17 @@ def env_sharding(cfg: SACConfig):
     return NamedSharding(mesh, PartitionSpec("envs"))
 
 
+def env_parallel(step, sharding):
+    """``step(keys, env_state, module, delta, env_params)`` run by every device on its own envs
+    (``jax.shard_map``): each env-batched argument and output is split along the env axis,
+    ``env_params`` is replicated. Envs are independent, so no collective is needed, and XLA's
+    SPMD partitioner never sees the render and the features (on the CPU backend it gave the
+    FFT a layout its runtime rejects: jax/jaxlib 0.10.2, 2 forced host devices)."""
+    envs, rep = sharding.spec, jax.sharding.PartitionSpec()
+    return jax.shard_map(step, mesh=sharding.mesh, in_specs=(envs, envs, envs, envs, rep),
+                         out_specs=envs, check_vma=False)
+
+
 def _constrain(tree, sharding, n_envs):
     if sharding is None:
         return tree
@@ -165,6 +176,7 @@ def make_trainer(cfg: SACConfig, adapter: Adapter) -> Trainer:
     update = make_update(cfg, actor, critic, adapter.delta_mask)
     sharding = env_sharding(cfg)
     E = cfg.n_envs
+    step_envs = adapter.step if sharding is None else env_parallel(adapter.step, sharding)
     with_expert = cfg.bc_weight > 0
     if with_expert and adapter.expert is None:
         raise ValueError("SACConfig.bc_weight > 0 needs an adapter with a teacher (Adapter.expert)")
@@ -191,7 +203,7 @@ def make_trainer(cfg: SACConfig, adapter: Adapter) -> Trainer:
         net_obs, mask = adapter.net_input_obs(runner.obs, env_params)
         uniform = runner.env_steps < cfg.learning_starts
         module, delta = sample_actions(actor, runner.sac.actor, k_act, net_obs, mask, uniform)
-        obs, env_state, reward, term, trunc, info = adapter.step(
+        obs, env_state, reward, term, trunc, info = step_envs(
             jax.random.split(k_step, E), runner.env_state, module, delta, env_params)
         obs, env_state = _constrain((obs, env_state), sharding, E)
         tr = adapter.to_transition(runner.obs, runner.env_state, module, delta, reward, term,
