@@ -125,7 +125,7 @@ def make_losses(cfg: SACConfig, actor, critic, delta_mask=None):
             mse = jnp.sum(sel * (jnp.tanh(mean) - e_delta) ** 2, -1) / jnp.maximum(jnp.sum(sel, -1), 1.0)
             bc = jnp.mean(ce + mse)
             loss = loss + bc_weight * bc
-            aux.update(bc_loss=bc, bc_module_acc=jnp.mean((jnp.argmax(logp_d, -1) == e_module).astype(jnp.float32)),
+            aux.update(bc_loss=bc, bc_module_acc=jnp.mean((jnp.argmax(probs, -1) == e_module).astype(jnp.float32)),
                        bc_weight=jnp.asarray(bc_weight, jnp.float32))
         return loss, aux
 
