@@ -5,8 +5,8 @@
   session and, through the environment, for the CLIs and notebook kernels the tests start:
   a program compiled once (by an earlier test, a subprocess or an earlier run) is loaded, not
   compiled again. Results do not depend on it: a cached executable is the same program.
-* Session-scoped fixtures for the configurations several test files share, so that each
-  compiled function is built once per session.
+* Session-scoped fixtures for what several test files share, so that each compiled function
+  is built (and the short training run trained) once per session.
 """
 
 from __future__ import annotations
@@ -57,3 +57,36 @@ def match_config():
     from agents.search.common import MatchConfig
     from jaxsynth.synth import SynthConfig
     return MatchConfig(synth=SynthConfig(duration_s=0.25))
+
+
+# The one short training run of the test session (stage 0, 0.1 s clips, 32 envs, 8 env steps in
+# two chunks): tests/agents/sac/test_run.py checks learning, resume and checkpoint errors on it,
+# tests/agents/sac/test_policy.py loads its checkpoint as a policy.
+SHORT_RUN = dict(envs=32, total_steps=8, chunk_steps=4, updates_per_step=16, batch_size=64,
+                 bank_size=8, n_heldout=16, max_steps=3, duration_s=0.1, hidden=(64, 64),
+                 buffer_capacity=512, lr=1e-3)
+QUIET_RUN = dict(progress=False, media=False, tensorboard=False)
+
+
+@pytest.fixture(scope="session")
+def short_run_config():
+    from agents.sac.config import TrainConfig
+    return TrainConfig(**SHORT_RUN)
+
+
+@pytest.fixture(scope="session")
+def short_run_setup(short_run_config):
+    """``agents.sac.run.Setup`` (banks, compiled trainer) of the short run, built once."""
+    from agents.sac import run as sac_run
+    return sac_run.Setup(short_run_config)
+
+
+@pytest.fixture(scope="session")
+def short_run(short_run_config, short_run_setup, tmp_path_factory):
+    """(summary, run dir) of the short run, trained once per session. Read it, do not write it."""
+    from agents.sac import run as sac_run
+    from agents.sac.config import RunOptions
+    out = tmp_path_factory.mktemp("short_run")
+    summary = sac_run.run(short_run_config, RunOptions(out=str(out), **QUIET_RUN),
+                          log=lambda *a: None, setup=short_run_setup)
+    return summary, out

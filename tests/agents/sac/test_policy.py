@@ -19,9 +19,8 @@ from agents import env as E
 from agents.evaluation.registry import policy_matcher
 from agents.sac import checkpoint as ckpt
 from agents.sac import networks as nets
-from agents.sac import run as sac_run
 from agents.sac import trainer as sac
-from agents.sac.config import RunOptions, TrainConfig
+from agents.sac.config import TrainConfig
 from agents.sac.losses import init_sac_state
 from agents.search.common import MatchConfig, render_params
 from agents.sac.policy import (PolicyLoadError, SACPolicy, actions, env_log_mel_of_params,
@@ -39,8 +38,8 @@ MCFG = MatchConfig(synth=SynthConfig(duration_s=0.25))
 
 def _save_run(out, sac_state, chunk=1):
     """A checkpoint exactly as ``sac_train.run`` writes it without the buffer (same ``Runner``
-    tree, same metadata), built without compiling a training chunk (that costs ~2 CPU-minutes;
-    ``test_real_training_run_loads`` does it, marked slow)."""
+    tree, same metadata), built without compiling a training chunk (``test_real_training_run_loads`` loads the
+    session's real short run)."""
     runner = sac.Runner(sac_state, None, None, None, jnp.zeros((CFG.seeds,), jnp.int32),
                         jnp.zeros((CFG.seeds,), jnp.int32), jax.random.split(jax.random.PRNGKey(0), CFG.seeds))
     meta = {"config": CFG.fingerprint(), "chunk": chunk, "has_buffer": False, "stage": [0] * CFG.seeds}
@@ -103,14 +102,13 @@ def test_loaded_actor_acts_like_the_runner_on_the_env_observation(trained, pol):
     assert np.any(np.asarray(nxt) != np.asarray(obs.params01))  # the policy edits something
 
 
-# Runs in CI (guards that a real run's checkpoint loads as a policy): ~2 CPU-minutes of compilation
-def test_real_training_run_loads(tmp_path):
-    setup = sac_run.Setup(CFG)
-    summary = sac_run.run(CFG, RunOptions(out=str(tmp_path), progress=False, media=False, tensorboard=False),
-                    log=lambda *a: None, setup=setup)
-    pol = load_policy(tmp_path, seed_index=1)
+def test_real_training_run_loads(short_run):
+    """The checkpoint a real training run wrote loads as a policy: the session's short run
+    (tests/conftest.py, shared with test_run.py), seed axis included."""
+    summary, out = short_run
+    pol = load_policy(out, seed_index=0)
     for a, b in zip(jax.tree.leaves(pol.actor_params), jax.tree.leaves(summary["runner"].sac.actor)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[1])
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[0])
 
 
 def test_policy_matcher_respects_locks_and_is_deterministic_per_seed(pol):

@@ -13,20 +13,18 @@ from agents.sac import run as sac_run
 from agents.sac.config import RunOptions, TrainConfig
 from agents.sac.logs import FILES_PER_ITEM, INDEX, MediaStore, ScalarLogger
 
-CFG = TrainConfig(envs=32, total_steps=8, chunk_steps=4, updates_per_step=16, batch_size=64, bank_size=8,
-                    n_heldout=16, max_steps=3, duration_s=0.1, hidden=(64, 64), buffer_capacity=512, lr=1e-3)
 OPTS = dict(progress=False, media=False, tensorboard=False)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    return sac_run.Setup(CFG)
+def setup(short_run_setup):
+    return short_run_setup
 
 
 @pytest.fixture(scope="module")
-def full_run(setup, tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    return sac_run.run(CFG, RunOptions(out=str(out), **OPTS), log=lambda *a: None, setup=setup), out
+def full_run(short_run):
+    """The session's short run (tests/conftest.py), shared with test_policy.py."""
+    return short_run
 
 
 def test_short_training_improves_heldout_median_loss(full_run):
@@ -42,28 +40,31 @@ def test_short_training_improves_heldout_median_loss(full_run):
     assert any('"reward/improvement"' in l for l in lines) and any('"heldout_median_loss"' in l for l in lines)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(setup, full_run, tmp_path):
-    half = TrainConfig(**{**CFG.__dict__, "total_steps": CFG.chunk_steps})
+def test_resume_after_kill_matches_uninterrupted_run(short_run_config, setup, full_run, tmp_path):
+    cfg = short_run_config
+    half = TrainConfig(**{**cfg.__dict__, "total_steps": cfg.chunk_steps})
     sac_run.run(half, RunOptions(out=str(tmp_path), **OPTS), log=lambda *a: None, setup=setup)  # "killed" here
-    resumed = sac_run.run(CFG, RunOptions(out=str(tmp_path), resume=True, **OPTS), log=lambda *a: None, setup=setup)
+    resumed = sac_run.run(cfg, RunOptions(out=str(tmp_path), resume=True, **OPTS), log=lambda *a: None, setup=setup)
     full = full_run[0]
     for a, b in zip(jax.tree.leaves(full["runner"].sac), jax.tree.leaves(resumed["runner"].sac)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert resumed["heldout_median_loss"] == full["heldout_median_loss"][1:]
 
 
-def test_existing_checkpoint_is_never_overwritten_and_corrupt_one_is_reported(full_run, tmp_path):
+def test_existing_checkpoint_is_never_overwritten_and_corrupt_one_is_reported(short_run_config, full_run,
+                                                                              tmp_path):
+    cfg = short_run_config
     out = full_run[1]
     ck = out / "checkpoints"
     before = sorted(p.name for p in ck.iterdir())
     with pytest.raises(ckpt.CheckpointError, match="--resume"):
-        sac_run.run(CFG, RunOptions(out=str(out), **OPTS), log=lambda *a: None)
+        sac_run.run(cfg, RunOptions(out=str(out), **OPTS), log=lambda *a: None)
     assert sorted(p.name for p in ck.iterdir()) == before
-    other = TrainConfig(**{**CFG.__dict__, "encoder": "cnn"})
+    other = TrainConfig(**{**cfg.__dict__, "encoder": "cnn"})
     with pytest.raises(ckpt.CheckpointError, match="encoder"):
         sac_run.run(other, RunOptions(out=str(out), resume=True, **OPTS), log=lambda *a: None)
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
-        sac_run.run(CFG, RunOptions(out=str(tmp_path / "empty"), resume=True, **OPTS), log=lambda *a: None)
+        sac_run.run(cfg, RunOptions(out=str(tmp_path / "empty"), resume=True, **OPTS), log=lambda *a: None)
     # Corrupt copy: truncate every data file of the newest checkpoint.
     import shutil
     bad = tmp_path / "bad"
@@ -73,7 +74,7 @@ def test_existing_checkpoint_is_never_overwritten_and_corrupt_one_is_reported(fu
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"garbage")
     with pytest.raises(ckpt.CheckpointError, match="corrupt|unreadable|restored"):
-        ckpt.restore(bad / "checkpoints", full_run[0]["runner"], CFG.fingerprint())
+        ckpt.restore(bad / "checkpoints", full_run[0]["runner"], cfg.fingerprint())
 
 
 def test_media_retention_bounds_files(tmp_path):
