@@ -1,4 +1,4 @@
-"""Curriculum (decision D4): stages that unlock synth modules gradually, per-stage held-out
+"""Curriculum: stages that unlock synth modules gradually, per-stage held-out
 validation presets, thresholds, and the advancement rule.
 
 Unlock order, easiest first (each stage keeps everything unlocked before it; locked modules
@@ -25,7 +25,7 @@ Held-out sets are **disjoint from training draws by construction**, not just by 
   (0.2 % of the log-frequency range, ~20 cents of cutoff), so the held-out set is
   in-distribution while no held-out preset can ever equal a training preset.
 
-Advancement (D4): promote from stage ``s`` to ``s + 1`` when the median loss on stage ``s``'s
+Advancement: promote from stage ``s`` to ``s + 1`` when the median loss on stage ``s``'s
 held-out presets is strictly below ``STAGES[s].threshold``; never past the last stage.
 """
 
@@ -58,7 +58,8 @@ class Stage:
 # medians of 0.6 / 2.0 / 1.3 / 1.9 at sigma = 0.02 and 2.0 / 3.4 / 2.1 / 2.7 at sigma = 0.05.
 # A stage counts as learned when the policy's median match is as close as a typical 5 %-of-
 # range perturbation of the target (about 75 % of the start loss removed). Starting points,
-# to be tuned by pilot runs (planning log, "To Monitor"); the last one only reports "solved".
+# to be tuned by pilot runs (benchmarks/RESULTS.md, "Curriculum stages 1 and 2"); the last one
+# only reports "solved".
 STAGES: tuple[Stage, ...] = (
     Stage("filter_amp", ("filter", "amp_env"), 2.0),
     Stage("osc1", ("filter", "amp_env", "osc1"), 3.4),
@@ -159,8 +160,8 @@ def is_heldout(params01) -> np.ndarray:
 
 def advance(stage: Int[Array, ""], median_heldout_loss: Float[Array, ""],
             thresholds: Float[Array, "n_stages"]) -> Int[Array, ""]:
-    """D4 rule: ``stage + 1`` if ``median_heldout_loss < thresholds[stage]`` (strictly) and a
-    next stage exists, else ``stage``. jit-able; a NaN loss never promotes."""
+    """The promotion rule: ``stage + 1`` if ``median_heldout_loss < thresholds[stage]``
+    (strictly) and a next stage exists, else ``stage``. jit-able; a NaN loss never promotes."""
     thresholds = jnp.asarray(thresholds, jnp.float32)
     stage = jnp.asarray(stage, jnp.int32)
     promote = (jnp.asarray(median_heldout_loss, jnp.float32) < thresholds[stage]) & (

@@ -2,7 +2,7 @@
 
 The run is a sequence of compiled chunks (Brax style): each chunk is ONE jitted ``lax.scan``
 of ``--chunk-steps`` env steps of all envs (each followed by ``--updates-per-step`` SAC
-updates) ending with a held-out evaluation and the curriculum rule (D4). Between chunks this
+updates) ending with a held-out evaluation and the curriculum's promotion rule. Between chunks this
 thin host loop updates the progress bar, writes TensorBoard/JSONL logs and media, and saves an
 orbax checkpoint. ``--seeds N`` trains N independent seeds at once (``jax.vmap``); envs are
 sharded over all local devices (``jax.sharding``).

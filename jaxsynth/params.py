@@ -5,7 +5,7 @@ units. A curve maps one to the other so that equal steps in [0, 1] are roughly e
 perceptual steps: ``log`` for frequencies and times, ``linear`` for mixes, ``exp`` (a power
 curve) for amounts that matter most near zero. Discrete parameters (coarse tune, unison voice
 count, filter type, LFO shape) are floats in [0, 1] that are *snapped* to one of their choices
-(planning log Q6): the choice index is ``round(u * (n - 1))``.
+(the snapping rule every matcher and the env share): the choice index is ``round(u * (n - 1))``.
 
 The table is built once, in NumPy, at import; the jitted functions close over its arrays.
 """

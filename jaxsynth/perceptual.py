@@ -1,10 +1,12 @@
-"""Perceptual matching terms from the CREPE pitch network (issue 8, question Q3).
+"""Perceptual matching terms from the CREPE pitch network (what they cost and what they add:
+benchmarks/RESULTS.md, "perceptual embedding cost").
 
 * ``crepe_embedding`` distance: per-frame relative L2 distance between CREPE block outputs
   (``embedding_layer``, default 5 = torchcrepe's ``embed``) of prediction and target,
   ``||e_pred - e_target|| / ||e_target||``, averaged over the frames in which the target is
   audible. Layer and pooling from a measured study (``benchmarks/perceptual_study.py``,
-  RESULTS.md "Q3 layer x pooling"): blocks 4-6 rank detunes best (Spearman with |cents| under a
+  benchmarks/RESULTS.md, the CREPE "layer x pooling study"): blocks 4-6 rank detunes best
+  (Spearman with |cents| under a
   random timbre change 0.81-0.85; blocks 1-3 0.38-0.81), block 5 frame-wise highest or tied in
   three runs. Frame-wise and frame-averaged tie on static-pitch probes; a vibrato probe
   separates them: a wrong vibrato rate costs block 5 frame-wise 0.69 of a static 50-cent

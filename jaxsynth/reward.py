@@ -1,4 +1,5 @@
-"""Per-step reward for sound matching (decision D3, action penalty of Q4).
+"""Per-step reward for sound matching: improvement of the matching loss, anti-cheat penalties,
+the episodic best-so-far bonus, and an action penalty whose weight the environment may adapt.
 
     reward = improvement + best_bonus + silence + clipping + dc_offset + action
 
@@ -8,7 +9,7 @@ Every term is returned separately in ``RewardTerms`` (penalties as NEGATIVE numb
 Terms and what each is for:
 
 * ``improvement = improvement_scale * (loss_prev - loss_now)``: the agent is paid for progress
-  on the D3 matching loss (``losses.matching_loss(...).total``), not for the loss level, so
+  on the matching loss (``losses.matching_loss(...).total``), not for the loss level, so
   every target is worth the same whatever its difficulty. Improvements telescope: over an
   episode they sum to ``loss_0 - loss_T``, so getting worse and then better again (cycling)
   earns nothing.
@@ -34,10 +35,10 @@ Terms and what each is for:
   reaching ``-dc_weight`` at ``dc_full``. DC is inaudible and invisible to the loudness meter
   (the K-weighting high-pass removes it), and it eats headroom and clicks at note boundaries;
   the spectral terms only see it in the lowest bins.
-* ``action = -action_lambda * ||delta||^2``: discourages large parameter edits (Q4).
+* ``action = -action_lambda * ||delta||^2``: discourages large parameter edits.
   ``action_lambda`` is an argument (an array is fine), so the environment can adapt it.
 
-* ``perceptual = perceptual_scale * (perceptual_prev - perceptual_now)`` (optional, issue 8):
+* ``perceptual = perceptual_scale * (perceptual_prev - perceptual_now)`` (optional):
   improvement of a CREPE perceptual distance (e.g. ``perceptual.pitch_posterior_distance``),
   reported separately. ``perceptual_scale = 0`` (default): not computed, reported as 0, the
   total unchanged. (Alternatively, weight the CREPE terms inside the matching loss.)

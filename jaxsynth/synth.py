@@ -88,7 +88,8 @@ def _voice_constants(params01, phys, note):
     Computed by ``lax.map`` over the voices so that XLA materializes them in (voices, batch)
     buffers: left as plain expressions, XLA fused them (sanitize, denormalize, morph weights,
     unison gains, with strided reads of the (batch, N_PARAMS) matrix) into the per-sample
-    oscillator loop and recomputed them for every sample (benchmarks/RESULTS.md, Q2)."""
+    oscillator loop and recomputed them for every sample (benchmarks/RESULTS.md, "what limits
+    rendering")."""
     detune_st, voice_gain = _unison(params01, phys)
     semis, level, width, shape = [], [], [], []
     for o in (1, 2):
@@ -114,7 +115,8 @@ def _control_points(semis, vibrato_st, cutoff_hz, phase0, cfg: SynthConfig):
     [1/2, 3/2): the oscillators' wrap point), the increment dt (cycles/sample) and 1 / (2 dt)
     for the PolyBLEP, and the filter's g = tan(pi fc / fs).
 
-    A scan rather than array expressions for two measured reasons (benchmarks/RESULTS.md, Q2):
+    A scan rather than array expressions for two measured reasons (benchmarks/RESULTS.md, "what
+    limits rendering"):
     XLA's CPU ``cumsum`` for the phase was fused into (and recomputed by) the per-sample
     oscillator loop (9x slower), and the ``tan`` of the cutoff was likewise fused into the
     per-sample interpolation of g and evaluated twice per sample (12x slower than once per
@@ -219,7 +221,8 @@ def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: Synth
     One loop instead of a filter scan followed by array expressions, because XLA fused those
     expressions (tanh, ADSR, interpolation) into the final (samples, batch) -> (batch, samples)
     transpose, where the CPU runs them unvectorized: that stage alone cost as much as the
-    oscillators at batch 1024 (benchmarks/RESULTS.md, Q2). Per-sound constants are closed
+    oscillators at batch 1024 (benchmarks/RESULTS.md, "what limits rendering"). Per-sound
+    constants are closed
     over, so XLA computes them once, outside the loop."""
     hop, sr = cfg.control_hop, cfg.sample_rate
     mix = jax.nn.one_hot(P.choice_index(params01, "filter.type"), 3)

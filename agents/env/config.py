@@ -38,7 +38,7 @@ class EnvConfig:
     n_start_presets: int = 32  # start presets per stage when init == "random"
     note: float = 60.0  # MIDI note of every render
     velocity: float = 1.0
-    discrete: str = "snap"  # Q6: "snap" | "latent" (see module docstring)
+    discrete: str = "snap"  # discrete parameters: "snap" | "latent" (see the module docstring)
     build_chunk: int = 32  # sounds per jitted chunk when building the bank
     perceptual: PerceptualConfig | None = None  # CREPE terms (used only when their loss weight > 0)
 

@@ -3,7 +3,8 @@
 An episode: ``reset`` draws a target of the current curriculum stage from the ``TargetBank``
 (rendered and analysed once, so a reset renders nothing) and a start preset (the defaults, or
 a random preset of the stage, ``EnvConfig.init``); each ``step`` applies one edit, renders the
-edited preset, analyses it and pays the D3 reward. At most ``max_steps`` edits per episode.
+edited preset, analyses it and pays the reward (``jaxsynth.reward``). At most ``max_steps``
+edits per episode.
 
 ``step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)``:
 
@@ -19,7 +20,7 @@ edited preset, analyses it and pays the D3 reward. At most ``max_steps`` edits p
 * ``key`` is used only by the auto-reset: rendering uses the bank's fixed ``render_key``
   (agents/target_bank.py explains why), so the reward is deterministic in (params, target).
 
-Observation (D1), ``Obs``: ``current_log_mel`` and ``target_log_mel`` (frames x n_mels, dB,
+Observation, ``Obs``: ``current_log_mel`` and ``target_log_mel`` (frames x n_mels, dB,
 at the clip's own level: ``target_bank.level_log_mel``), ``delta_log_mel = current - target``,
 ``params01`` (all N_PARAMS, normalized) and ``module_mask`` (the stage's editable modules).
 The delta features are the log-mel difference: it is exactly what the agent has to drive to
@@ -29,11 +30,11 @@ layer can learn, so they are not added. Everything in the observation is recompu
 (current log-mel, params01, target index) plus the bank: ``obs_from`` rebuilds it for a replay
 buffer that never stores the target spectrogram. ``flatten_obs`` gives the MLP input with a
 fixed affine dB scaling; default dim = 3 * 44 * 64 + 33 + 9 = 8,490 (``observation_size``).
-The structured ``Obs`` is the CNN input (Q1); ``scale_obs`` applies the same dB scaling.
+The structured ``Obs`` is the CNN encoder's input; ``scale_obs`` applies the same dB scaling.
 
-Action (D2), ``Action(module, delta)``: ``module`` indexes ``jaxsynth.params.MODULES``;
+Action, ``Action(module, delta)`` (two heads): ``module`` indexes ``jaxsynth.params.MODULES``;
 ``delta`` in [-1, 1]^N_PARAMS is scaled per parameter by ``params.max_delta`` and applied to
-the chosen module's parameters only, then clipped to [0, 1]. Discrete parameters (Q6):
+the chosen module's parameters only, then clipped to [0, 1]. Discrete parameters:
 ``EnvConfig.discrete = "snap"`` snaps them after the edit (the state holds only valid
 choices); their default ``max_delta`` is at least one choice step (``default_max_delta``), so a
 full delta always reaches the neighbouring choice (a 3-way filter type with a 0.2 step would
@@ -44,14 +45,14 @@ locked by the stage -> a no-op edit (the step still renders and the agent gets t
 reward, with ``edit_allowed = False`` in info). Wrong shapes raise ``ActionError`` at trace
 time; ``check_action`` is the strict host-side validator for CLIs.
 
-Action penalty (Q4): ``-lambda_eff * ||applied_delta||^2`` on the edit actually applied (after
+Action penalty: ``-lambda_eff * ||applied_delta||^2`` on the edit actually applied (after
 masking, clipping and snapping), with
 ``lambda_eff = action_lambda * lambda_stage_scale[stage] * ((1 - w) + w * progress)``,
 ``progress = clip(1 - best_loss / initial_loss, 0, 1)`` and ``w = lambda_progress_weight``.
 With ``w = 0`` (default) lambda is constant per stage; with ``w = 1`` large edits are free at the
 start of an episode (far from the target, where big moves are needed) and the full penalty
 applies once the episode has closed the gap (fine tuning, where stability matters). All three
-are EnvParams arrays, so a Q4 sweep is a vmap, not a recompile.
+are EnvParams arrays, so a sweep of the penalty is a vmap, not a recompile.
 
 Curriculum: ``params.stage`` is a traced int32; switching it (``curriculum.advance``) changes
 target draws and the module mask without recompiling (tested with a trace counter).
@@ -132,7 +133,7 @@ def with_stage(params: EnvParams, stage) -> EnvParams:
 
 
 def effective_lambda(state: EnvState, params: EnvParams) -> Float[Array, ""]:
-    """Q4 adaptive action-penalty weight (see the module docstring)."""
+    """Adaptive action-penalty weight (see the module docstring)."""
     progress = jnp.clip(1.0 - state.best_loss / jnp.maximum(state.initial_loss, 1e-12), 0.0, 1.0)
     w = params.lambda_progress_weight
     stage = jnp.clip(params.stage, 0, C.N_STAGES - 1)

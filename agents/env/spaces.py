@@ -32,7 +32,7 @@ class ActionError(ValueError):
 
 @struct.dataclass
 class Action:
-    """Two-head action (D2): module index (int32 scalar) and a delta (N_PARAMS,) in [-1, 1]."""
+    """Two-head action: module index (int32 scalar) and a delta (N_PARAMS,) in [-1, 1]."""
 
     module: Int[Array, ""]
     delta: Float[Array, "n_params"]
@@ -40,7 +40,8 @@ class Action:
 
 @struct.dataclass
 class Obs:
-    """Structured observation (D1); ``flatten_obs`` makes the flat MLP input."""
+    """Structured observation (current and target log-mels, their delta features, the
+    normalized parameters); ``flatten_obs`` makes the flat MLP input."""
 
     current_log_mel: Float[Array, "frames n_mels"]
     target_log_mel: Float[Array, "frames n_mels"]

@@ -3,7 +3,7 @@ features cached on device, plus the episode start presets, so ``reset`` never re
 
 gymnax-style auto-reset computes a reset on every step (then selects); if a reset rendered
 and analysed a target, every step would pay two renders. Here a reset is two random indices
-and a few gathers (DESIGN.md, "Targets come from a target bank").
+and a few gathers.
 
 All sounds in the environment (targets, starts and every step's current sound) are rendered
 with ONE fixed key, ``TargetBank.render_key``: the unison start phases and the noise are then
@@ -17,7 +17,7 @@ observation log-mel, MFCC and the rest one target takes 386 KB (``bytes_per_targ
 default bank (4 stages x 128 targets) is therefore 188 MiB; see agents/env/environment.py for the choice
 of ``bank_size``.
 
-CREPE terms (issue 8): when ``config.loss_weights`` gives a CREPE term (``crepe_embedding`` or
+CREPE terms: when ``config.loss_weights`` gives a CREPE term (``crepe_embedding`` or
 ``pitch_posterior_cents``) a non-zero weight, ``build_bank`` also computes every target's
 ``perceptual.PerceptualFeatures`` (embedding, pitch activations, frame levels) ONCE and keeps
 them, with the CREPE weights the step needs, in the bank (``perceptual``, ``crepe_weights``);

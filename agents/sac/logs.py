@@ -1,5 +1,6 @@
 """Training logs: scalars to TensorBoard (tensorboardX) and a JSONL file, plus audio A/B
-(FLAC) and spectrogram PNGs of held-out matches with a bounded retention policy (Q5).
+(FLAC) and spectrogram PNGs of held-out matches with a bounded retention policy (the best and
+worst few per stage).
 
 Retention: per (stage, kind) at most ``top_k`` media items are kept on disk; for ``best``
 the K lowest-loss items survive, for ``worst`` the K highest-loss ones. Each item is at most

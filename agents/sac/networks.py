@@ -2,8 +2,9 @@
 
 Observation layout the networks take (``NetObs``): ``flat`` (any vector: delta features,
 params01, ...) and optionally ``image`` (frames, n_mels, channels): the current and target
-log-mel stacked as channels. The MLP encoder flattens and concatenates both (D1); the CNN
-encoder convolves the image and concatenates the flat part (Q1).
+log-mel stacked as channels. The MLP encoder flattens and concatenates both; the CNN
+encoder convolves the image and concatenates the flat part (MLP vs CNN: benchmarks/RESULTS.md,
+"MLP vs CNN encoder").
 
 Actor: shared trunk -> masked categorical logits over modules + tanh-squashed Gaussian over
 the delta vector (Delalleau et al. 2019, "Discrete and continuous action representation for
@@ -47,7 +48,7 @@ class MLP(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Flatten everything (D1: ~5k dims for the synth) and project to ``features`` dims."""
+    """Flatten everything (~5k dims for the synth) and project to ``features`` dims."""
 
     features: int = 256
 

@@ -6,7 +6,7 @@ whole buffer a plain pytree that ``jit``/``vmap``/``jax.sharding`` and orbax han
 (the same ``init/add/sample`` bundle shape as flashbax's item buffer). Unlike Brax's buffer
 there is no Python-side counter: the insert position and size are arrays in the state.
 
-What a transition stores (DESIGN.md "Environment and agents"): the target is an **index into
+What a transition stores: the target is an **index into
 the target bank** (plus its stage, since the bank is per stage), never its spectrogram; the
 current log-mel is stored in a compact float dtype (float16 by default: log-mel values live in
 [-80, +40] dB where float16's 11-bit mantissa gives < 0.02 dB rounding; bfloat16 gives ~0.25 dB).
@@ -67,7 +67,7 @@ def synth_transition(log_mel, params01, target_index, stage, module, delta, rewa
     """Build a batch of synth-env transitions in the buffer's layout (casts dtypes).
 
     Used by SAC's collection step and by ``agents.cmaes`` to turn CMA-ES trajectories into
-    warm-start transitions (D5). Shapes: leading batch axes ``*b`` shared by every argument.
+    warm-start transitions for SAC. Shapes: leading batch axes ``*b`` shared by every argument.
     """
     dt = LOG_MEL_DTYPES[log_mel_dtype]
     target_index = jnp.asarray(target_index, jnp.int32)

@@ -55,7 +55,8 @@ class Setup:
 
 
 def warm_start(setup: Setup, runner: sac.Runner, log=print) -> tuple[sac.Runner, dict]:
-    """D5: put CMA-ES transitions into every seed's buffer, then behaviour-clone the actor."""
+    """CMA-ES warm start: put CMA-ES transitions into every seed's buffer, then behaviour-clone
+    the actor."""
     cfg = setup.cfg
     t0 = time.time()
     n_targets = min(cfg.cmaes_targets, setup.env.config.bank_size)

@@ -5,9 +5,10 @@ dtype, params01, target index, stage); ``net_input_store`` rebuilds the observat
 ``SynthMatchEnv.obs_from`` (target log-mel gathered from the bank) and the stage's module
 mask. Network input: ``NetObs(flat=[params01, mask], image=[current, target, delta] log-mels
 as 3 channels, dB scaled by ``env.scale_obs``)`` -- the MLP encoder flattens it to exactly the
-contents of ``env.flatten_obs``; the CNN encoder convolves the image (Q1).
+contents of ``env.flatten_obs``; the CNN encoder convolves the image.
 
-Held-out evaluation (D4): ``SynthTrainParams.heldout`` is a ``TargetBank`` of
+Held-out evaluation (for the curriculum's promotion rule): ``SynthTrainParams.heldout`` is a
+``TargetBank`` of
 ``curriculum.heldout_presets`` (never trained on) with the training bank's start presets;
 each held-out target gets one greedy episode of ``max_steps`` edits from start preset 0, and
 the median over targets of the episode's BEST matching loss (the preset a matcher would return,

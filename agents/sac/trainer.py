@@ -44,7 +44,7 @@ class Adapter:
     evaluate(policy, key, env_params) -> dict of scalars incl. "heldout_median_loss"
         ``policy(net_obs, mask) -> (module, delta)`` is the greedy policy.
     stage_of(env_params) -> int32 ; with_stage(env_params, stage) -> env_params
-    advance(stage, median_loss, env_params) -> stage (curriculum rule, D4)
+    advance(stage, median_loss, env_params) -> stage (the curriculum's promotion rule)
     step_metrics(reward, info) -> dict of scalars logged every env step
     example_transition: unbatched Transition for the buffer layout
     delta_mask: (n_modules, n_delta) bool, the delta entries each module edits (None: all)

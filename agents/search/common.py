@@ -21,7 +21,8 @@ Every sound is rendered with ONE fixed key (``MatchConfig.render_seed``), the sa
 for synth-rendered targets, so a matcher's objective is deterministic (noise and unison phases
 do not change between candidates) and the true preset of an in-domain target has loss 0.
 
-Discrete parameters (Q6): random search and CMA-ES snap them (``params.snap``) before rendering
+Discrete parameters (filter type, waveform choice, unison voices): random search and CMA-ES
+snap them (``params.snap``) before rendering
 and report snapped values; gradient matching *holds* them at each start's snapped value (they
 have no gradient), so restarts from random points are what explores the discrete choices.
 """
