@@ -26,10 +26,10 @@ import numpy as np
 
 from agents import curriculum as C
 from agents import env as E
-from agents.sac import networks as nets
-from agents.sac import replay
 from agents.env.expert import expert_action
 from agents.env.fresh_targets import fresh_bank
+from agents.sac import networks as nets
+from agents.sac import replay
 from agents.sac.trainer import Adapter
 from jaxsynth import params as P
 
