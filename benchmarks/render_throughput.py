@@ -52,7 +52,7 @@ from benchmarks.common import (RESULTS_MD, compile_jit, load_avg, max_rss_mb, me
 from jaxsynth import features as F  # noqa: E402
 from jaxsynth import losses as L  # noqa: E402
 from jaxsynth import params as P  # noqa: E402
-from jaxsynth.synth import SynthConfig, _render_batch_jit  # noqa: E402
+from jaxsynth.synth import SynthConfig, render_batch_jit  # noqa: E402
 
 MODES = ("render", "render+features", "render+features+loss")
 
@@ -69,20 +69,20 @@ def jaxsynth_inputs(batch: int, cfg: SynthConfig, seed: int = 0):
 
 
 def time_jaxsynth(mode: str, batch: int, cfg: SynthConfig, reps: int) -> dict:
-    """``_render_batch_jit`` is what ``render_batch`` calls after validating its inputs on the
+    """``render_batch_jit`` is what ``render_batch`` calls after validating its inputs on the
     host; timing it directly keeps the host-side checks out of the figure."""
     args = jaxsynth_inputs(batch, cfg)
     fcfg = F.FeatureConfig(sample_rate=cfg.sample_rate, duration_s=cfg.duration_s)
     if mode == "render":
-        fn = jax.jit(lambda p, k, n, v, nl: _render_batch_jit(p, k, cfg, n, v, nl))
+        fn = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))
         call_args = args
     else:
-        target_audio = jax.jit(lambda p, k, n, v, nl: _render_batch_jit(p, k, cfg, n, v, nl))(
+        target_audio = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))(
             *jaxsynth_inputs(batch, cfg, seed=1))
         target = jax.jit(F.analyze, static_argnums=1)(target_audio, fcfg)
 
         def fn_(p, k, n, v, nl, tgt):
-            feats = F.analyze(_render_batch_jit(p, k, cfg, n, v, nl), fcfg)
+            feats = F.analyze(render_batch_jit(p, k, cfg, n, v, nl), fcfg)
             if mode == "render+features":
                 return feats
             return L.matching_loss(feats, tgt).total
@@ -226,7 +226,7 @@ def profile_kernels(batch: int, cfg: SynthConfig, calls: int = 3, top: int = 15)
     import gzip
     import tempfile
 
-    fn = jax.jit(lambda p, k, n, v, nl: _render_batch_jit(p, k, cfg, n, v, nl))
+    fn = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))
     args = jaxsynth_inputs(batch, cfg)
     jax.block_until_ready(fn(*args))
     with tempfile.TemporaryDirectory() as d:

@@ -287,7 +287,10 @@ def _sanitize_note_args(note, velocity, note_length_s, cfg: SynthConfig):
 
 
 @partial(jax.jit, static_argnames="cfg")
-def _render_batch_jit(params01, keys, cfg, note, velocity, note_length_s):
+def render_batch_jit(params01, keys, cfg, note, velocity, note_length_s):
+    """What ``render_batch`` runs after checking its inputs on the host: jitted, traceable, no
+    host-side validation (NaN notes take the defaults, parameters are sanitized in the graph).
+    For callers inside their own jit (benchmarks); others use ``render_batch``."""
     audio = _render_time_major(P.sanitize(params01), keys, cfg,
                                *_sanitize_note_args(note, velocity, note_length_s, cfg))
     return audio.T
@@ -312,7 +315,7 @@ def render(params01: Float[Array, "n_params"], key: Array, config: SynthConfig =
     if _is_concrete(params01, note, velocity, note_length_s):
         _check_render_args(params01, note, velocity, note_length_s, batch=None)
     one = lambda v: jnp.asarray(v, jnp.float32).reshape(1)
-    return _render_batch_jit(jnp.asarray(params01, jnp.float32)[None], _key_of(key)[None], config,
+    return render_batch_jit(jnp.asarray(params01, jnp.float32)[None], _key_of(key)[None], config,
                              one(note), one(velocity), one(note_length_s))[0]
 
 
@@ -336,5 +339,5 @@ def render_batch(params01: Float[Array, "batch n_params"], keys: Array,
         raise ValueError(f"render_batch needs one key per sound: keys of shape ({b},) from "
                          f"jax.random.split(key, {b}), got shape {jnp.shape(keys)}")
     as_batch = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (b,))
-    return _render_batch_jit(jnp.asarray(params01, jnp.float32), _key_of(keys), config,
+    return render_batch_jit(jnp.asarray(params01, jnp.float32), _key_of(keys), config,
                              as_batch(note), as_batch(velocity), as_batch(note_length_s))
