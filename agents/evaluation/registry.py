@@ -45,7 +45,7 @@ from jaxsynth.losses import matching_loss
 
 Matcher = Callable[..., MatchResult]
 SEARCH_MATCHERS = ("random", "cmaes", "grad")
-AMORTIZED_MATCHERS = ("amortized", "amortized+cmaes")
+AMORTIZED_MATCHERS = ("amortized", "amortized+level", "amortized+cmaes")
 POLICY_MATCHERS = ("sac", "sac+cmaes") + AMORTIZED_MATCHERS
 AMORTIZED_SIGMA = 0.1  # CMA-ES step size from the amortized guess (normalized units)
 
@@ -128,11 +128,44 @@ def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
     return matcher
 
 
+def then_level(first: Matcher) -> Matcher:
+    """``first``, then the pitch-first matchers' level and pitch correction of its best preset
+    (``agents.search.pitch_first.match_level``: the output gain moves by the loudness
+    difference, the render note by a pitch error over 50 cents; 2 more renders, charged)."""
+    from agents.search.pitch_first import match_level  # noqa: PLC0415
+
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                target_audio=None, target_params01=None):
+        check_budget(budget, 3, "guess and level correction")
+        r1 = first(key, target, module_mask, 1, cfg, base01=base01, target_audio=target_audio,
+                   target_params01=target_params01)
+        f0 = pitch.note_from_yin(jnp.asarray(target_audio, jnp.float32), pitch.PitchConfig(cfg.synth.sample_rate))
+        target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan)
+        t = r1.best_params01.shape[0]
+        x, notes, terms = match_level(target, np.asarray(r1.best_params01), np.full(t, cfg.note, np.float32),
+                                      module_mask, cfg, target_f0, method="yin")
+        win = np.asarray(terms.total) < np.asarray(r1.best_loss)
+        pick = lambda a, b: np.where(win.reshape((-1,) + (1,) * (np.ndim(a) - 1)), a, b)
+        best_x = pick(x, np.asarray(r1.best_params01))
+        best_terms = jax.tree.map(lambda a, b: jnp.asarray(pick(np.asarray(a), np.asarray(b))), terms,
+                                  r1.best_terms)
+        loss = jnp.minimum(r1.best_loss, jnp.asarray(terms.total))
+        return MatchResult(jnp.asarray(best_x), best_terms.total, best_terms, np.array([1, 3]),
+                           jnp.stack([r1.best_loss, loss], axis=1),
+                           jnp.stack([r1.best_params01, jnp.asarray(best_x)], axis=1),
+                           np.where(win, notes, cfg.note).astype(np.float32))
+
+    matcher.takes_audio = True
+    return matcher
+
+
 def amortized_matchers(loaded: LoadedAmortized) -> dict[str, Matcher]:
-    """"amortized" (the guess, 1 render) and "amortized+cmaes" (the guess, then CMA-ES from it
-    with step size ``AMORTIZED_SIGMA`` and the rest of the budget)."""
+    """"amortized" (the guess, 1 render), "amortized+level" (the guess with its loudness and
+    pitch corrected, 3 renders) and "amortized+cmaes" (the guess, then CMA-ES from it with step
+    size ``AMORTIZED_SIGMA`` and the rest of the budget)."""
     guess = amortized_matcher(loaded)
-    return {"amortized": guess, "amortized+cmaes": then_cmaes(guess, share=1e-9, sigma0=AMORTIZED_SIGMA)}
+    return {"amortized": guess, "amortized+level": then_level(guess),
+            "amortized+cmaes": then_cmaes(guess, share=1e-9, sigma0=AMORTIZED_SIGMA)}
 
 
 def then_cmaes(first: Matcher, share: float = 0.25, sigma0: float = 0.15) -> Matcher:
