@@ -6,6 +6,7 @@ at equal render budgets; writes ``evaluation.md`` and ``evaluation.json`` to DIR
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from agents import curriculum as C
@@ -18,6 +19,17 @@ from agents.evaluation.harness import (
 from jaxsynth.io import check_output_dir
 
 
+def policy_rows(run_dir: str) -> list[str]:
+    """The default learned-matcher rows of a run directory: the amortized ones where it holds an
+    amortized network, the SAC ones where it holds SAC checkpoints (or nothing recognisable)."""
+    from agents.evaluation.registry import AMORTIZED_MATCHERS  # noqa: PLC0415
+    from agents.sac.amortized import is_amortized_run  # noqa: PLC0415
+
+    amortized = is_amortized_run(run_dir)
+    sac = not amortized or os.path.isdir(os.path.join(run_dir, "checkpoints"))
+    return (list(AMORTIZED_MATCHERS) if amortized else []) + (["sac", "sac+cmaes"] if sac else [])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -25,9 +37,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-heldout", type=int, default=8)
     ap.add_argument("--budgets", type=int, nargs="+", default=[32, 256, 2048])
     ap.add_argument("--matchers", nargs="+", default=None,
-                    help="default: random cmaes grad (+ sac sac+cmaes with --policy)")
+                    help="default: random cmaes grad (+ sac sac+cmaes, or amortized amortized+level "
+                         "amortized+cmaes, with --policy)")
     ap.add_argument("--policy", default=None, metavar="RUN_DIR",
-                    help="a trained `python -m agents.sac_train --out RUN_DIR`: adds rows sac, sac+cmaes")
+                    help="a trained `python -m agents.sac_train --out RUN_DIR` (adds rows sac, sac+cmaes) or "
+                         "`python -m agents.amortized_train --out RUN_DIR` (adds the amortized rows)")
     ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy",
                     help="the policy's first episode: greedy or sampled actions (later episodes sample)")
     ap.add_argument("--no-pitch", action="store_true", help="leave out the CREPE pitch-error column")
@@ -41,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder for evaluation.md/.json")
     a = ap.parse_args(argv)
     from agents.sac.checkpoint import CheckpointError
-    matchers = a.matchers or (["random", "cmaes", "grad"] + (["sac", "sac+cmaes"] if a.policy else []))
+    matchers = a.matchers or (["random", "cmaes", "grad"] + (policy_rows(a.policy) if a.policy else []))
     try:
         check_output_dir(a.out)
         ec = EvalConfig(seed=a.seed, stages=tuple(a.stages), n_heldout=a.n_heldout,

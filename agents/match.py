@@ -51,7 +51,8 @@ def main(argv=None) -> int:
                     help="curriculum stage whose modules may change (default: all modules)")
     ap.add_argument("--duration-s", type=float, default=0.5)
     ap.add_argument("--policy", default=None, metavar="RUN_DIR",
-                    help="trained policy for --method sac/sac+cmaes: the --out of agents.sac_train")
+                    help="trained policy for --method sac/sac+cmaes (the --out of agents.sac_train) or "
+                         "amortized/amortized+level/amortized+cmaes (the --out of agents.amortized_train)")
     ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy")
     ap.add_argument("--no-pitch-first", action="store_true",
                     help="search the tune like any parameter (default: estimate the f0 first)")
