@@ -380,7 +380,10 @@ def make_losses(config: AmortizedConfig) -> Callable:
         def without(_):
             return pl, jnp.full((), jnp.nan)
 
-        loss, sl = jax.lax.cond(spectral_on, with_spectral, without, None)
+        if config.spectral_from >= 1.0:  # never on: no render in the gradient graph at all
+            loss, sl = without(None)
+        else:
+            loss, sl = jax.lax.cond(spectral_on, with_spectral, without, None)
         return loss, (pl, sl)
 
     return loss_fn
