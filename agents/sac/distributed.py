@@ -72,6 +72,34 @@ def is_multiprocess() -> bool:
     return jax.process_count() > 1
 
 
+_BARRIERS = [0]
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Wait until every process gets here (no-op with one process).
+
+    Through the coordinator's key-value service, not a device collective: XLA's CPU (gloo)
+    collectives give up when the processes reach their first collective more than 30 s apart,
+    which a compilation under load easily is, so the host loop compiles first and meets here
+    before it runs a program that talks across processes."""
+    if not is_multiprocess():
+        return
+    from jax._src import distributed as jax_distributed  # noqa: PLC0415 (the runtime's client)
+    _BARRIERS[0] += 1
+    jax_distributed.global_state.client.wait_at_barrier(f"jaxsynth:{name}:{_BARRIERS[0]}",
+                                                        int(timeout_s * 1000))
+
+
+def compiled(fn, *args):
+    """``fn`` (a ``jax.jit`` function) compiled ahead of time for ``args`` and met at a
+    ``barrier`` when several processes run it; the plain ``fn`` with one process."""
+    if not is_multiprocess():
+        return fn
+    out = fn.lower(*args).compile()
+    barrier("compiled")
+    return out
+
+
 def _global_replicated(x):
     """A host value identical on every process -> one global array replicated on all devices."""
     mesh = Mesh(np.array(jax.devices()), ("all",))

@@ -117,6 +117,9 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     if opts.distributed and jax.process_count() == 1:
         raise dist.DistributedError("RunOptions.distributed: call agents.sac.distributed.initialize() "
                                     "before any JAX computation (python -m agents.sac_train does)")
+    if dist.is_multiprocess() and cfg.cmaes_targets:
+        raise dist.DistributedError("the CMA-ES warm start (--cmaes-targets) runs in one process only; "
+                                    "drop it, or train without --distributed")
     is_main = jax.process_index() == 0
     out = Path(check_output_dir(opts.out))
     ckpt_dir = out / "checkpoints"
@@ -131,8 +134,9 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
         f"{replay.bytes_per_item(setup.adapter.example_transition)} B")
     t_c = time.time()
     params, keys = dist.replicate((setup.params, setup.keys))  # global arrays with >1 process
-    runner = setup.init(keys, params)
+    runner = dist.compiled(setup.init, keys, params)(keys, params)
     jax.block_until_ready(runner)
+    chunk = dist.compiled(setup.chunk, runner, params)  # processes meet after compiling
     start_chunk, warm_info = 0, {}
     if resume_step is not None:
         has_buffer = bool(ckpt.read_metadata(ckpt_dir, resume_step).get("has_buffer", True))
@@ -151,7 +155,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
         rewind_logs(out, start_chunk * cfg.chunk_steps if resume_step is not None else -1)
     logger = ScalarLogger(out, opts.tensorboard) if is_main else None
     if start_chunk == 0:  # the untrained (or warm-started) policy: the baseline to beat
-        ev0 = dist.to_host(setup.evaluate(runner, params))
+        ev0 = dist.to_host(dist.compiled(setup.evaluate, runner, params)(runner, params))
         summary0 = np.asarray(ev0["heldout_median_loss"]).tolist()
         if logger is not None:
             logger.log(0, {"heldout_median_loss": float(np.mean(summary0)),
@@ -174,7 +178,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     transitions_per_chunk = cfg.chunk_steps * cfg.envs * cfg.seeds
     for c in range(start_chunk, cfg.n_chunks):
         t0 = time.time()
-        runner, metrics = setup.chunk(runner, params)
+        runner, metrics = chunk(runner, params)
         metrics = dist.to_host(metrics)
         dt = time.time() - t0
         ev = metrics["eval"]
@@ -211,6 +215,7 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
                         "stage": np.asarray(state.stage).tolist()}
                 logger.flush()  # every row up to the checkpoint is on disk before it exists
                 ckpt.save(ckpt_dir, c + 1, state, meta)
+        dist.barrier("chunk")  # the others wait while process 0 writes
     if bar is not None:
         bar.close()
     if logger is not None:

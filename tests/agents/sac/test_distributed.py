@@ -52,13 +52,12 @@ def test_two_processes_train_exactly_what_one_process_with_two_devices_trains(tm
     (one process, or two processes joined by jax.distributed). The cross-device reductions
     combine two operands, which float addition does in either order identically, so the held-out
     losses and the trained actor must agree bit for bit (measured: equal)."""
-    single = tmp_path / "one_process"
-    _finish(_train(single, [], devices=2))
-    multi = tmp_path / "two_processes"
+    single, multi = tmp_path / "one_process", tmp_path / "two_processes"
     port = _free_port()
-    procs = [_train(multi, ["--distributed", "--coordinator-address", f"127.0.0.1:{port}",
-                            "--num-processes", "2", "--process-id", str(i)], devices=1) for i in (0, 1)]
-    logs = [_finish(p) for p in procs]
+    procs = [_train(single, [], devices=2)] + [  # all three at once: their compilations overlap
+        _train(multi, ["--distributed", "--coordinator-address", f"127.0.0.1:{port}",
+                       "--num-processes", "2", "--process-id", str(i)], devices=1) for i in (0, 1)]
+    logs = [_finish(p) for p in procs][1:]
     assert "2 device(s) in 2 process(es)" in logs[0]
     a = json.loads((single / "summary.json").read_text())
     b = json.loads((multi / "summary.json").read_text())
