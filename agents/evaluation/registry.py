@@ -45,7 +45,7 @@ from jaxsynth.losses import matching_loss
 
 Matcher = Callable[..., MatchResult]
 SEARCH_MATCHERS = ("random", "cmaes", "grad")
-AMORTIZED_MATCHERS = ("amortized", "amortized+level", "amortized+cmaes")
+AMORTIZED_MATCHERS = ("amortized", "amortized+level", "amortized+cmaes", "amortized+gain+cmaes")
 POLICY_MATCHERS = ("sac", "sac+cmaes") + AMORTIZED_MATCHERS
 AMORTIZED_SIGMA = 0.1  # CMA-ES step size from the amortized guess (normalized units)
 
@@ -128,10 +128,11 @@ def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
     return matcher
 
 
-def then_level(first: Matcher) -> Matcher:
+def then_level(first: Matcher, fix_pitch: bool = True) -> Matcher:
     """``first``, then the pitch-first matchers' level and pitch correction of its best preset
     (``agents.search.pitch_first.match_level``: the output gain moves by the loudness
-    difference, the render note by a pitch error over 50 cents; 2 more renders, charged)."""
+    difference, the render note by a pitch error over 50 cents unless ``fix_pitch`` is False;
+    2 more renders, charged). It spends 3 renders whatever the budget."""
     from agents.search.pitch_first import match_level  # noqa: PLC0415
 
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
@@ -140,7 +141,7 @@ def then_level(first: Matcher) -> Matcher:
         r1 = first(key, target, module_mask, 1, cfg, base01=base01, target_audio=target_audio,
                    target_params01=target_params01)
         f0 = pitch.note_from_yin(jnp.asarray(target_audio, jnp.float32), pitch.PitchConfig(cfg.synth.sample_rate))
-        target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan)
+        target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan) if fix_pitch else None
         t = r1.best_params01.shape[0]
         x, notes, terms = match_level(target, np.asarray(r1.best_params01), np.full(t, cfg.note, np.float32),
                                       module_mask, cfg, target_f0, method="yin")
@@ -162,23 +163,27 @@ def then_level(first: Matcher) -> Matcher:
 def amortized_matchers(loaded: LoadedAmortized) -> dict[str, Matcher]:
     """"amortized" (the guess, 1 render), "amortized+level" (the guess with its loudness and
     pitch corrected, 3 renders) and "amortized+cmaes" (the guess, then CMA-ES from it with step
-    size ``AMORTIZED_SIGMA`` and the rest of the budget)."""
+    size ``AMORTIZED_SIGMA`` and the rest of the budget); "amortized+gain+cmaes" corrects the
+    guess's output gain first (3 renders, the render note stays) and hands that to CMA-ES."""
     guess = amortized_matcher(loaded)
     return {"amortized": guess, "amortized+level": then_level(guess),
-            "amortized+cmaes": then_cmaes(guess, share=1e-9, sigma0=AMORTIZED_SIGMA)}
+            "amortized+cmaes": then_cmaes(guess, sigma0=AMORTIZED_SIGMA, first_budget=1),
+            "amortized+gain+cmaes": then_cmaes(then_level(guess, fix_pitch=False),
+                                               sigma0=AMORTIZED_SIGMA, first_budget=3)}
 
 
-def then_cmaes(first: Matcher, share: float = 0.25, sigma0: float = 0.15) -> Matcher:
-    """``first`` with ``share`` of the budget (at least one render), then CMA-ES from its best
-    preset with the rest (step size ``sigma0``: a local refinement). The trace is the two
-    traces joined."""
+def then_cmaes(first: Matcher, share: float = 0.25, sigma0: float = 0.15,
+               first_budget: int | None = None) -> Matcher:
+    """``first`` with ``share`` of the budget (at least one render; exactly ``first_budget``
+    renders where given), then CMA-ES from its best preset with the rest (step size ``sigma0``:
+    a local refinement). The trace is the two traces joined."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
 
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 **target_extras):
         k1, k2 = jax.random.split(key)
-        b1 = max(1, int(round(budget * share)))
+        b1 = int(first_budget) if first_budget is not None else max(1, int(round(budget * share)))
         r1 = first(k1, target, module_mask, b1, cfg, base01=base01, **target_extras)
         used = int(r1.trace_renders[-1])
         r2 = cmaes_match(k2, target, module_mask, budget - used, cfg, base01=base01,

@@ -167,6 +167,9 @@ def test_registry_matchers_from_run_directory(tmp_path):
     level = matchers["amortized+level"](jax.random.key(0), feats, mask, 8, cfg, target_audio=audio)
     assert int(level.trace_renders[-1]) == 3
     assert (np.asarray(level.best_loss) <= np.asarray(res.best_loss)).all()
+    gain = matchers["amortized+gain+cmaes"](jax.random.key(0), feats, mask, 24, cfg, target_audio=audio)
+    assert list(gain.trace_renders[:2]) == [1, 3] and int(gain.trace_renders[-1]) <= 24
+    assert (np.asarray(gain.best_loss) <= np.asarray(res.best_loss)).all()
     with pytest.raises(ValueError, match="amortized network was trained"):
         matchers["amortized"](jax.random.key(0), target_features_of_params(x, MatchConfig()), mask, 8,
                               MatchConfig(), target_audio=np.zeros((2, MatchConfig().synth.num_samples)))
