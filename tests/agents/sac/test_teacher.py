@@ -68,10 +68,13 @@ def _check_cma_transitions_replay(env, ep, tmp_path, n_targets, budget, top_k):
             np.testing.assert_array_equal(np.asarray(inf["next_params01"]), np.asarray(tr2.next_obs.params01[r]))
             rewards.append(float(reward))
             assert bool(trunc) == bool(tr2.truncated[r]) and bool(term) == bool(tr2.terminated[r])
-        # rewards: same graph, but scan-of-vmap vs a single jitted step may fuse/reassociate
-        # float32 sums differently; 1e-5 is far below any reward difference that matters
-        # (rewards here are O(0.1-1)) and far above float32 reassociation noise (~1e-7 rel).
-        np.testing.assert_allclose(rewards, np.asarray(tr2.reward[rows]), rtol=1e-5, atol=1e-5)
+        # rewards: same graph, but scan-of-vmap vs a single jitted step are two compiled programs
+        # that may sum in another order. A reward is a difference of matching losses (O(1-10)),
+        # each a mean over up to N ~ 7e3 spectrogram bins (the 1024-point MR-STFT resolution of
+        # a 0.15 s clip): reordering a float32 sum moves it by ~ sqrt(N) * 2^-24 ~ 5e-6 of its
+        # value, i.e. up to ~5e-5 per loss at 10. atol 1e-4 covers two losses; the rewards that
+        # matter differ by > 1e-2 (measured: 2.5e-5 on an AMD EPYC, 0 on an Intel Xeon).
+        np.testing.assert_allclose(rewards, np.asarray(tr2.reward[rows]), rtol=1e-5, atol=1e-4)
         # a trajectory that fits in the episode ends exactly on the CMA-ES best preset
         if len(rows) < env.config.max_steps:
             ended_on_best += 1
