@@ -23,19 +23,10 @@ import pytest
 
 from jaxsynth import features as F
 
+from shared_helpers import harmonic, sine
+
 CFG = F.FeatureConfig()
 SR = CFG.sample_rate
-
-
-def sine(freq_hz, seconds, amp=0.5, sr=SR):
-    t = np.arange(int(round(seconds * sr))) / sr
-    return (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
-
-
-def harmonic(f0_hz, seconds=CFG.duration_s, n=8, sr=SR):
-    t = np.arange(int(round(seconds * sr))) / sr
-    x = sum(np.sin(2 * np.pi * k * f0_hz * t) / k for k in range(1, n + 1))
-    return (0.3 * x).astype(np.float32)
 
 
 def _sample_clip():

@@ -20,19 +20,10 @@ from scipy.signal import lfilter
 from jaxsynth import loudness as L
 from jaxsynth.features import FeatureConfig
 
+from shared_helpers import harmonic, sine
+
 CFG = FeatureConfig()
 SR = CFG.sample_rate
-
-
-def sine(freq_hz, seconds, amp=0.5, sr=SR):
-    t = np.arange(int(round(seconds * sr))) / sr
-    return (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
-
-
-def harmonic(f0_hz, seconds=CFG.duration_s, n=8, sr=SR):
-    t = np.arange(int(round(seconds * sr))) / sr
-    x = sum(np.sin(2 * np.pi * k * f0_hz * t) / k for k in range(1, n + 1))
-    return (0.3 * x).astype(np.float32)
 
 
 def pink_noise(n, rng):

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from shared_helpers import tb_scalars
 
 from agents.sac import checkpoint as ckpt
 from agents.sac import run as sac_run
@@ -58,20 +58,7 @@ def rows(out: Path) -> list[tuple]:
     return [(r["kind"], r["step"], r.get("heldout_median_loss")) for r in map(json.loads, lines)]
 
 
-def tb_scalars(out: Path) -> list[tuple]:
-    """(tag, step) of every scalar in the TensorBoard event files of ``out``."""
-    from tensorboardX.proto.event_pb2 import Event
 
-    found = []
-    for path in sorted((out / "tb").glob("events.out.tfevents.*")):
-        data, pos = path.read_bytes(), 0
-        while pos + 12 <= len(data):
-            (n,) = struct.unpack("<Q", data[pos:pos + 8])
-            e = Event()
-            e.ParseFromString(data[pos + 12:pos + 12 + n])
-            found += [(v.tag, e.step) for v in e.summary.value]
-            pos += 16 + n
-    return found
 
 
 def media_files(out: Path) -> list[Path]:

@@ -2,28 +2,15 @@
 metrics.jsonl rows or TensorBoard scalars), media retention bounded across resumes."""
 
 import json
-import struct
 
 import numpy as np
 
 from agents.sac import logs as L
 from agents.sac.logs import FILES_PER_ITEM, MediaStore, ScalarLogger
+from shared_helpers import tb_scalars
 
 
-def tb_steps(out):
-    """(tag, step) of every scalar in the TensorBoard event files of ``out``."""
-    from tensorboardX.proto.event_pb2 import Event
 
-    found = []
-    for path in sorted((out / "tb").glob("events.out.tfevents.*")):
-        data, pos = path.read_bytes(), 0
-        while pos + 12 <= len(data):
-            (n,) = struct.unpack("<Q", data[pos:pos + 8])
-            e = Event()
-            e.ParseFromString(data[pos + 12:pos + 12 + n])
-            found += [(v.tag, e.step) for v in e.summary.value]
-            pos += 16 + n
-    return found
 
 
 def log_steps(out, steps):
@@ -42,7 +29,7 @@ def test_rewind_then_continue_gives_each_step_once(tmp_path):
     log_steps(tmp_path, range(7, 13))  # the resumed run
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 13))
-    scalars = tb_steps(tmp_path)
+    scalars = tb_scalars(tmp_path)
     assert sorted(scalars) == sorted(set(scalars))
     assert sorted(s for t, s in scalars if t == "train/a") == list(range(1, 13))
 
@@ -52,7 +39,7 @@ def test_rewind_to_minus_one_clears_and_missing_logs_are_fine(tmp_path):
     log_steps(tmp_path, [0, 1])
     L.rewind_logs(tmp_path, -1)
     assert (tmp_path / "metrics.jsonl").read_text() == ""
-    assert tb_steps(tmp_path) == []
+    assert tb_scalars(tmp_path) == []
 
 
 def writer(d, stem):
