@@ -23,9 +23,10 @@ from agents.env.target_bank import (
            build_bank,
            build_heldout_bank,
            level_log_mel,
+           with_paired_starts,
 )
 
 __all__ = ["EnvConfig", "default_max_delta", "small_config", "EnvParams", "EnvState", "SynthMatchEnv",
            "effective_lambda", "with_stage", "Action", "ActionError", "Obs", "apply_action",
            "check_action", "flatten_obs", "scale_obs", "TargetBank", "build_bank",
-           "build_heldout_bank", "level_log_mel"]
+           "build_heldout_bank", "level_log_mel", "with_paired_starts"]

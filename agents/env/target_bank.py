@@ -251,6 +251,31 @@ def build_heldout_bank(key: Array, config: EnvConfig, seed: int, n: int) -> Targ
     return build_bank(key, config, targets=targets)
 
 
+def with_paired_starts(bank: TargetBank, starts: np.ndarray, config: EnvConfig) -> TargetBank:
+    """``bank`` with one start preset per target (``starts`` (n_stages, bank_size, N_PARAMS),
+    e.g. an amortized network's guess of each target): the starts are rendered and analysed
+    with the bank's render key and each is scored against its own target only, giving a
+    paired bank (``TargetBank.paired``; a reset and the held-out episode then start target
+    ``i`` from start ``i``). The CREPE terms are not computed for paired starts."""
+    if perceptual_on(config.loss_weights):
+        raise ValueError("paired starts do not compute the CREPE terms; set both CREPE loss weights to 0")
+    starts = P.validate_params01(starts)
+    if starts.shape != bank.params01.shape:
+        raise ValueError(f"starts must have the targets' shape {tuple(bank.params01.shape)}, got {starts.shape}")
+    n_stages, size = starts.shape[:2]
+    s_mel, s_feat = render_features(starts.reshape(-1, P.N_PARAMS), bank.render_key, config)
+    t_feat = jax.tree.map(lambda x: jnp.reshape(x, (n_stages * size,) + x.shape[2:]), bank.features)
+    loss = np.asarray(_paired_loss(s_feat, t_feat, config.loss_weights)).reshape(n_stages, size, 1)
+    return bank.replace(start_params01=jnp.asarray(starts, jnp.float32),
+                        start_log_mel=jnp.asarray(s_mel.reshape((n_stages, size) + s_mel.shape[1:])),
+                        start_loss=jnp.asarray(loss, jnp.float32))
+
+
+@partial(jax.jit, static_argnames=("weights",))
+def _paired_loss(start_features: Features, target_features: Features, weights):
+    return jax.vmap(lambda s, t: matching_loss(s, t, weights).total)(start_features, target_features)
+
+
 def bytes_per_target(config: EnvConfig) -> int:
     """Device bytes one cached target takes (params, observation log-mel, all features)."""
     def observed(p):

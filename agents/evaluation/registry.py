@@ -88,37 +88,50 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
         matchers.update(amortized_matchers(load_amortized(policy_run)))
     if policy_run is not None and (not amortized_run or os.path.isdir(os.path.join(policy_run, "checkpoints"))):
         from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
-        sac = policy_matcher(SACPolicy(load_policy(policy_run, seed_index), policy_mode))
+        loaded = load_policy(policy_run, seed_index)
+        start = amortized_guess(loaded.amortized) if loaded.amortized is not None else None
+        sac = policy_matcher(SACPolicy(loaded, policy_mode), start=start)
         matchers.update({"sac": sac, "sac+cmaes": then_cmaes(sac)})
     return MatcherTable(matchers)
 
 
-def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
-    """The amortized network's guess as a matcher: ONE charged render (the guess), whatever the
-    budget. Its inputs are the target's log-mel and loudness (from the target features) and its
-    YIN note f0 (from the target audio, so it takes the audio). Locked parameters are reset to
-    ``base01``. The network was trained at one clip length and render note; other settings are
-    refused."""
+def amortized_guess(loaded: LoadedAmortized) -> Callable:
+    """``guess(target, target_audio, cfg, module_mask, base01) -> params01 (T, N)``: the
+    network's preset for each target (no render). Its inputs are the target's log-mel and
+    loudness (from the target features) and its YIN note f0 (from the target audio). Locked
+    parameters are reset to ``base01``. The network was trained at one clip length, render note
+    and analysis; other settings are refused."""
     config, params = loaded.config, loaded.net_params
-    guess = jax.jit(lambda lm, audio, loud: guess_params01(
+    net_guess = jax.jit(lambda lm, audio, loud: guess_params01(
         config.net(), params, lm, target_scalars(pitch.note_from_yin(audio, config.pitch), loud, config.note)))
 
-    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
-                target_audio=None, target_params01=None):
-        del key, target_params01
-        t = check_targets(target, base01)
+    def guess(target, target_audio, cfg, module_mask, base01):
         if target_audio is None:
-            raise ValueError("the amortized matcher needs the target audio (target_audio=, shape "
+            raise ValueError("the amortized guess needs the target audio (target_audio=, shape "
                              "(targets, samples)) for its f0 input")
         if cfg.synth.duration_s != config.duration_s or cfg.note != config.note or cfg.features != config.features:
             raise ValueError(f"the amortized network was trained on {config.duration_s} s clips at note "
                              f"{config.note} with the default analysis; got {cfg.synth.duration_s} s, note "
                              f"{cfg.note}: retrain it (python -m agents.amortized_train --duration-s ...)")
-        check_budget(budget, 1, "guess")
         free = np.zeros(P.N_PARAMS, bool)
         free[list(free_indices(module_mask))] = True
-        x = guess(target.log_mel, jnp.asarray(target_audio, jnp.float32), target.loudness_lufs)
-        x = P.snap(jnp.clip(jnp.where(free, x, jnp.asarray(base01, jnp.float32)), 0.0, 1.0))
+        x = net_guess(target.log_mel, jnp.asarray(target_audio, jnp.float32), target.loudness_lufs)
+        return P.snap(jnp.clip(jnp.where(free, x, jnp.asarray(base01, jnp.float32)), 0.0, 1.0))
+
+    return guess
+
+
+def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
+    """The amortized network's guess (``amortized_guess``) as a matcher: ONE charged render
+    (the guess), whatever the budget."""
+    guess = amortized_guess(loaded)
+
+    def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
+                target_audio=None, target_params01=None):
+        del key, target_params01
+        t = check_targets(target, base01)
+        check_budget(budget, 1, "guess")
+        x = guess(target, target_audio, cfg, module_mask, base01)
         _, feats = render_params(x, cfg)
         terms = jax.tree.map(lambda v: v[:, None], _loss_jit(feats, target, cfg.weights))
         best = update_best(init_best(t, base01), terms, x[:, None])
@@ -212,9 +225,11 @@ def takes_audio(matcher: Matcher) -> bool:
     return bool(getattr(matcher, "takes_audio", False))
 
 
-def policy_matcher(policy, explore_after_first: bool = True) -> Matcher:
+def policy_matcher(policy, explore_after_first: bool = True, start: Callable | None = None) -> Matcher:
     """A matcher that follows a policy, one charged render per step: the harness render of the
-    proposed preset whose loss picks the best-so-far (the start preset is the first render).
+    proposed preset whose loss picks the best-so-far (the start preset is the first render:
+    ``base01``, or ``start(target, target_audio, cfg, module_mask, base01) -> params01 (T, N)``
+    where given, e.g. ``amortized_guess`` for a policy trained from that guess).
 
     ``policy`` has ``episode_steps`` (int), ``prepare(target_audio (T, S), target_params01
     (T, N) or None) -> ctx`` (the target side of its observation, computed once) and
@@ -239,7 +254,10 @@ def policy_matcher(policy, explore_after_first: bool = True) -> Matcher:
         base = jnp.asarray(base01, jnp.float32)
         ctx = policy.prepare(jnp.asarray(target_audio, jnp.float32),
                              None if target_params01 is None else jnp.asarray(target_params01, jnp.float32))
-        x = P.snap(jnp.broadcast_to(base, (t, P.N_PARAMS)))
+        if start is None:
+            x = P.snap(jnp.broadcast_to(base, (t, P.N_PARAMS)))
+        else:
+            x = jnp.asarray(start(target, target_audio, cfg, module_mask, base01), jnp.float32)
         best, trace = init_best(t, base), []
         mask = np.asarray(module_mask, bool)
         episode, edits = 0, 0

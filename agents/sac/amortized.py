@@ -77,6 +77,7 @@ VERSION = 1
 PARAMS_FILE = "amortized.msgpack"
 META_FILE = "amortized.json"
 TRAIN_HINT = "train one with `python -m agents.amortized_train --out RUN_DIR`"
+RUN_COPY = "amortized"  # the sub-directory of a SAC run (--amortized) holding the network it starts from
 
 DISCRETE_IDX: tuple[int, ...] = tuple(int(i) for i in np.nonzero(P.IS_DISCRETE)[0])
 N_CHOICES: tuple[int, ...] = tuple(len(P.SPECS[i].choices) for i in DISCRETE_IDX)
@@ -222,6 +223,40 @@ def guess_params01(net: AmortizedNet, net_params, target_log_mel: Float[Array, "
     comes from ``target_scalars`` (f0 re the note, pitched, loudness)."""
     cont01, logits = net.apply(net_params, target_log_mel, target_scalars_)
     return to_params01(cont01, logits)
+
+
+def start_fn(loaded: "LoadedAmortized", chunk: int = 256) -> Callable:
+    """The network's guess as an episode start (``agents.env.fresh_targets``' ``start_fn``
+    protocol: ``(key, target_params01 (n, N), target_log_mel, stage) -> params01 (n, N)``,
+    jit-able). The network reads the target as the harness analyses it (its own clip length,
+    analysis, note and render key), not the env's shorter observation, so each target is
+    rendered once more at that setting: one render per episode and env, on top of the
+    episode's edits. ``chunk`` targets are rendered at a time (``lax.map`` over chunks) to bound
+    the transient memory of thousands of envs."""
+    cfg, net_params, net = loaded.config, loaded.net_params, loaded.config.net()
+    key = rendering.render_key(cfg.render_seed)
+
+    def guess(target01):
+        audio, feats = rendering.render_analyze(target01, key, cfg.synth, cfg.features, cfg.note, 1.0)
+        return guess_params01(net, net_params, *analyse_targets(audio, feats, cfg))
+
+    def start(key_, target01, target_log_mel, stage):
+        del key_, target_log_mel, stage  # the guess depends on the target's sound only
+        n = target01.shape[0]
+        if n <= chunk or n % chunk:
+            return guess(target01)
+        return jax.lax.map(guess, target01.reshape(n // chunk, chunk, -1)).reshape(n, -1)
+
+    return start
+
+
+def check_amortized_env(loaded: "LoadedAmortized", env_config) -> None:
+    """Refuse an environment whose targets the network cannot read: it was trained on renders
+    at one note and velocity 1 (``agents.env.EnvConfig``'s ``note`` and ``velocity``)."""
+    if env_config.note != loaded.config.note or env_config.velocity != 1.0:
+        raise AmortizedLoadError(f"the amortized network was trained on renders at note {loaded.config.note}, "
+                                 f"velocity 1; the environment renders note {env_config.note}, velocity "
+                                 f"{env_config.velocity}: retrain it (python -m agents.amortized_train --note ...)")
 
 
 def one_hot_logits(params01: Float[Array, "B n_params"]) -> Float[Array, "B L"]:

@@ -189,6 +189,13 @@ class TrainConfig:
         "states in the actor loss (0: off)"))
     teacher_decay: int = field(default=0, metadata=cli(
         "updates over which --teacher-weight decays linearly to 0 (0: constant)"))
+    # Amortized first guess (agents.sac.amortized): every episode, training and held-out, starts
+    # from the network's guess of its target, as the learned matcher does when it matches; the
+    # network is copied into the run directory (RUN/amortized) so the run carries it. "": off.
+    amortized: str = field(default="", metadata=cli(
+        "run directory of an amortized network (the --out of python -m agents.amortized_train): "
+        "every episode starts from its guess of the target, and so does this run's learned "
+        "matcher (agents.match --method sac); needs --fresh-targets", metavar="RUN_DIR"))
     discrete: str = field(default="snap", metadata=cli(
         "discrete parameters (coarse tune, unison voices, filter type, LFO shape): 'snap' keeps "
         "only valid choices in the state; 'latent' keeps the unsnapped value (small deltas "
@@ -216,6 +223,9 @@ class TrainConfig:
              f"must be a multiple of --max-steps ({self.max_steps}); or leave out --fresh-targets"),
             (self.teacher_weight >= 0 and self.teacher_decay >= 0,
              "--teacher-weight and --teacher-decay must be >= 0"),
+            (not self.amortized or self.fresh_targets,
+             "--amortized starts every episode from the network's guess of a fresh target: "
+             "also pass --fresh-targets"),
             (not (self.bc_steps and not self.cmaes_targets),
              "--bc-steps needs teacher data: also pass --cmaes-targets N"),
         ]

@@ -25,6 +25,11 @@ samples of the 0.5 s harness render) is not charged separately, and neither is t
 render of each target's known preset (the analogue of the target render every matcher gets for
 free). Say so when comparing wall-clock time.
 
+Start: a run trained with ``--amortized`` starts every episode from the amortized network's
+guess of the target (its copy in ``RUN/amortized``, ``LoadedPolicy.amortized``); the matcher
+then starts there too (``agents.evaluation.registry``), and the guess's render is the first of
+the budget.
+
 Actions: ``mode="greedy"`` (argmax module, tanh(mean) delta, the training evaluation policy) or
 ``"sample"`` (the stochastic policy), applied with ``agents.env.apply_action`` semantics (only the
 chosen module changes, scaled by the env's ``max_delta``, clipped, snapped); a module the mask
@@ -52,6 +57,7 @@ from agents.rendering import render_analyze_jit, render_key
 from agents.sac import checkpoint as ckpt
 from agents.sac import networks as nets
 from agents.sac import trainer as sac
+from agents.sac.amortized import RUN_COPY, AmortizedLoadError, LoadedAmortized, load_amortized
 from agents.sac.config import TrainConfig
 from agents.sac.synth_adapter import net_input
 from jaxsynth import params as P
@@ -79,6 +85,7 @@ class LoadedPolicy:
     render_key: Array  # the training bank's render key
     chunk: int  # chunks trained when the checkpoint was written
     seed_index: int
+    amortized: LoadedAmortized | None = None  # the network episodes start from (run with --amortized)
 
 
 def _config_from_metadata(meta: dict, where: Path) -> TrainConfig:
@@ -156,8 +163,15 @@ def load_policy(run_dir: str | os.PathLike, seed_index: int = 0) -> LoadedPolicy
             raise PolicyLoadError(f"checkpoint {step} in {ckpt_dir}: actor array of shape {np.shape(got)} "
                                   f"where {want.shape} (finite) was expected; {TRAIN_HINT}")
     params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[seed_index]), params)
+    amortized = None
+    if cfg.amortized:  # trained from the amortized guess: the run's own copy of the network
+        try:
+            amortized = load_amortized(run / RUN_COPY)
+        except AmortizedLoadError as e:
+            raise PolicyLoadError(f"{run} was trained from an amortized network's guess but its copy "
+                                  f"{run / RUN_COPY} is unusable ({e})") from e
     return LoadedPolicy(str(run), cfg, env_cfg, actor, params, cfg.max_delta01(), render_key(cfg.seed),
-                        int(meta.get("chunk", step)), int(seed_index))
+                        int(meta.get("chunk", step)), int(seed_index), amortized)
 
 
 # ----------------------------------------------------------------------------- observation and action

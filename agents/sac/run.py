@@ -25,33 +25,55 @@ from agents.sac import checkpoint as ckpt
 from agents.sac import distributed as dist
 from agents.sac import replay
 from agents.sac import trainer as sac
+from agents.sac.amortized import RUN_COPY as AMORTIZED_COPY
+from agents.sac.amortized import check_amortized_env, load_amortized, save_amortized
+from agents.sac.amortized import start_fn as amortized_start_fn
 from agents.sac.config import RunOptions, TrainConfig
 from agents.sac.logs import MediaStore, ScalarLogger, rewind_logs, write_ab
 from agents.sac.synth_adapter import SynthTrainParams, synth_adapter
 from agents.sac.teacher import cmaes_transitions, make_behaviour_cloning
+from jaxsynth import params as P
 from jaxsynth.io import atomic_write, check_output_dir
 
 
 class Setup:
     """Environment, banks, trainer and jitted functions of one run (built once)."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, amortized_dir: str | None = None):
+        """``amortized_dir``: where to load the amortized network from instead of
+        ``cfg.amortized`` (a resumed run reads its own copy, RUN/amortized)."""
         self.cfg = cfg
         self.env = E.SynthMatchEnv(cfg.env_config())
         bank_key = jax.random.key(cfg.seed)
         env_params = self.env.make_params(E.build_bank(bank_key, self.env.config), stage=cfg.stage,
                                           max_delta=cfg.max_delta01())
         heldout = E.build_heldout_bank(bank_key, self.env.config, cfg.heldout_seed, cfg.n_heldout)
+        self.amortized, start = None, None
+        if cfg.amortized:
+            self.amortized = load_amortized(amortized_dir or cfg.amortized)
+            check_amortized_env(self.amortized, self.env.config)
+            start = amortized_start_fn(self.amortized)
+            heldout = E.with_paired_starts(heldout, guess_starts(start, heldout.params01), self.env.config)
         self.params = SynthTrainParams(env_params, heldout)
         self.sac_cfg = cfg.sac_config()
         self.adapter = synth_adapter(self.env, cfg.log_mel_dtype, fresh=cfg.fresh_targets,
                                      n_envs=cfg.envs, buffer_capacity=self.sac_cfg.buffer_capacity,
-                                     teacher=cfg.teacher_weight > 0)
+                                     start_fn=start, teacher=cfg.teacher_weight > 0)
         self.trainer = sac.make_trainer(self.sac_cfg, self.adapter)
         self.keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.seeds)
         self.init = jax.jit(jax.vmap(self.trainer.init, in_axes=(0, None)))
         self.chunk = jax.jit(jax.vmap(self.trainer.chunk, in_axes=(0, None)), donate_argnums=0)
         self.evaluate = jax.jit(jax.vmap(self.trainer.evaluate, in_axes=(0, None)))
+
+
+def guess_starts(start, targets01) -> np.ndarray:
+    """The start function's preset for every target of a (stages, n, N) set, with the modules a
+    stage locks at their defaults (as ``agents.env.fresh_targets`` does for training starts)."""
+    n_stages, n = targets01.shape[:2]
+    x = jax.jit(lambda t: start(None, t, None, None))(jnp.reshape(targets01, (n_stages * n, -1)))
+    editable = np.stack([np.asarray(P.param_mask(m)) for m in C.stage_module_masks()])[:, None, :]
+    x = np.clip(np.asarray(P.snap(x)).reshape(n_stages, n, -1), 0.0, 1.0)
+    return np.where(editable, x, P.DEFAULT_PARAMS01).astype(np.float32)
 
 
 def warm_start(setup: Setup, runner: sac.Runner, log=print) -> tuple[sac.Runner, dict]:
@@ -126,7 +148,11 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
     resume_step = resume_checkpoint(ckpt_dir, opts, cfg)  # fails before the expensive setup
 
     t_setup = time.time()
-    setup = Setup(cfg) if setup is None else setup
+    own_copy = out / AMORTIZED_COPY
+    setup = Setup(cfg, str(own_copy) if resume_step is not None and own_copy.is_dir() else None) \
+        if setup is None else setup
+    if setup.amortized is not None and is_main and not own_copy.is_dir():  # the run carries its start
+        save_amortized(own_copy, setup.amortized.net_params, setup.amortized.config, setup.amortized.summary)
     log(f"setup (target bank + held-out bank): {time.time() - t_setup:.1f} s; "
         f"{cfg.envs} envs x {cfg.seeds} seeds on {jax.device_count()} device(s) in "
         f"{jax.process_count()} process(es); replay "

@@ -10,7 +10,8 @@ contents of ``env.flatten_obs``; the CNN encoder convolves the image.
 Held-out evaluation (for the curriculum's promotion rule): ``SynthTrainParams.heldout`` is a
 ``TargetBank`` of
 ``curriculum.heldout_presets`` (never trained on) with the training bank's start presets;
-each held-out target gets one greedy episode of ``max_steps`` edits from start preset 0, and
+each held-out target gets one greedy episode of ``max_steps`` edits from start preset 0 (from
+its own start in a paired bank: the amortized network's guess when training starts there), and
 the median over targets of the episode's BEST matching loss (the preset a matcher would return,
 as CMA-ES returns its best-so-far; the start preset counts) is the curriculum statistic. The
 median final loss is logged too (``heldout_median_final_loss``): early in training the policy
@@ -55,10 +56,15 @@ def heldout_episode(env: E.SynthMatchEnv, policy, p: SynthTrainParams):
     hb, stage = p.heldout, jnp.clip(p.env.stage, 0, C.N_STAGES - 1)
     n = hb.bank_size
     ep = p.env.replace(bank=hb)
-    loss0 = hb.start_loss[stage, 0]
-    state = E.EnvState(params01=jnp.broadcast_to(hb.start_params01[stage, 0], (n, P.N_PARAMS)),
+    if hb.paired:  # one start per target (e.g. the amortized network's guess of it)
+        loss0, start01, start_mel = hb.start_loss[stage, :, 0], hb.start_params01[stage], hb.start_log_mel[stage]
+    else:
+        loss0 = hb.start_loss[stage, 0]
+        start01 = jnp.broadcast_to(hb.start_params01[stage, 0], (n, P.N_PARAMS))
+        start_mel = jnp.broadcast_to(hb.start_log_mel[stage, 0], (n,) + hb.log_mel.shape[2:])
+    state = E.EnvState(params01=start01,
                        target_index=(stage * n + jnp.arange(n)).astype(jnp.int32),
-                       current_log_mel=jnp.broadcast_to(hb.start_log_mel[stage, 0], (n,) + hb.log_mel.shape[2:]),
+                       current_log_mel=start_mel,
                        loss=loss0, best_loss=loss0, initial_loss=loss0, step=jnp.zeros((n,), jnp.int32))
     get_obs = jax.vmap(env.get_obs, in_axes=(0, None))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
