@@ -40,7 +40,8 @@ def main(argv=None) -> int:
                     help="default: random cmaes grad (+ sac sac+cmaes, or amortized amortized+level "
                          "amortized+cmaes, with --policy)")
     ap.add_argument("--policy", default=None, metavar="RUN_DIR",
-                    help="a trained `python -m agents.sac_train --out RUN_DIR` (adds rows sac, sac+cmaes) or "
+                    help="a trained `python -m agents.sac_train --out RUN_DIR` (adds rows sac, sac+cmaes; a run "
+                         "trained with --amortized starts from the guess and adds the amortized rows) or "
                          "`python -m agents.amortized_train --out RUN_DIR` (adds the amortized rows)")
     ap.add_argument("--policy-mode", choices=("greedy", "sample"), default="greedy",
                     help="the policy's first episode: greedy or sampled actions (later episodes sample)")

@@ -69,10 +69,12 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
                    seed_index: int = 0, pitch_first: bool = True, pitch_method: str = "auto"
                    ) -> dict[str, Matcher]:
     """``{name: matcher}``: random search, CMA-ES and gradient matching, plus, given a trained
-    ``python -m agents.sac_train`` run directory, "sac" (the policy alone) and "sac+cmaes" (the
-    policy with a quarter of the budget, then CMA-ES refinement); given a run directory that
-    holds an amortized network (``python -m agents.amortized_train``), "amortized" (its guess,
-    one render) and "amortized+cmaes" (the guess, then CMA-ES with the rest of the budget).
+    ``python -m agents.sac_train`` run directory, "sac" (the policy alone; from the amortized
+    guess, with the guess's own rows, when the run was trained with ``--amortized``) and
+    "sac+cmaes" (the policy with a quarter of the budget, then CMA-ES refinement); given a run
+    directory that holds an amortized network (``python -m agents.amortized_train``),
+    "amortized" (its guess, one render) and "amortized+cmaes" (the guess, then CMA-ES with the
+    rest of the budget).
     Raises ``agents.sac.policy.PolicyLoadError`` for an unusable SAC run directory and
     ``agents.sac.amortized.AmortizedLoadError`` for an unusable amortized network; asking the
     returned table for a matcher it lacks raises a ValueError saying what provides it.
@@ -89,7 +91,10 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     if policy_run is not None and (not amortized_run or os.path.isdir(os.path.join(policy_run, "checkpoints"))):
         from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
         loaded = load_policy(policy_run, seed_index)
-        start = amortized_guess(loaded.amortized) if loaded.amortized is not None else None
+        start = None
+        if loaded.amortized is not None:  # trained from the guess: it starts there, and the
+            start = amortized_guess(loaded.amortized)  # guess's own rows come with it
+            matchers.update(amortized_matchers(loaded.amortized))
         sac = policy_matcher(SACPolicy(loaded, policy_mode), start=start)
         matchers.update({"sac": sac, "sac+cmaes": then_cmaes(sac)})
     return MatcherTable(matchers)

@@ -102,3 +102,7 @@ def test_sac_matcher_starts_from_the_guess(trained):
     np.testing.assert_array_equal(np.asarray(res.trace_params01[:, 0]), np.asarray(guess))
     assert list(res.trace_renders) == [1, 2, 3, 4, 5]
     assert (np.asarray(res.best_loss) <= np.asarray(res.trace_loss[:, 0])).all()
+    # the guess alone is a row of the same run: the learned matcher never ends worse than it
+    alone = matchers["amortized"](jax.random.key(0), feats, mask, 5, cfg, target_audio=audio)
+    np.testing.assert_array_equal(np.asarray(alone.best_params01), np.asarray(guess))
+    assert (np.asarray(res.best_loss) <= np.asarray(alone.best_loss)).all()
