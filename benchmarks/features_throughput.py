@@ -116,8 +116,8 @@ def analyze_bf16(audio, cfg: F.FeatureConfig, dft: str = "fft") -> F.Features:
 
     def power(n_fft: int, hop: int):
         if dft == "matmul":
-            frames = F._frames(x.astype(bf), n_fft, hop, cfg.pad_mode)
-            cos_m, sin_m = (jnp.asarray(m, bf) for m in F._dft_matrices(n_fft))
+            frames = F.stft_frames(x.astype(bf), n_fft, hop, cfg.pad_mode)
+            cos_m, sin_m = (jnp.asarray(m, bf) for m in F.dft_matrices(n_fft))
             re, im = frames @ cos_m, frames @ sin_m
             return re * re + im * im
         return F.stft_power(x, n_fft, hop, cfg.pad_mode, "fft").astype(bf)

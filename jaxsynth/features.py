@@ -247,7 +247,7 @@ def _frame_indices(num_samples: int, n_fft: int, hop: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _dft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+def dft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     """Windowed real-input DFT as two (n_fft, n_fft // 2 + 1) matrices (cos, -sin)."""
     n = np.arange(n_fft)[:, None]
     k = np.arange(n_fft // 2 + 1)[None, :]
@@ -261,8 +261,10 @@ def _dft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 # Traced functions
 
 
-def _frames(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
-            pad_mode: str) -> Float[Array, "*batch frames n_fft"]:
+def stft_frames(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
+                pad_mode: str) -> Float[Array, "*batch frames n_fft"]:
+    """Centered frames of ``stft_power`` (``n_fft // 2`` samples of ``pad_mode`` padding on
+    each side, a frame every ``hop`` samples), unwindowed."""
     pad = [(0, 0)] * (audio.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     padded = jnp.pad(audio, pad, mode=pad_mode)
     return padded[..., _frame_indices(audio.shape[-1], n_fft, hop)]
@@ -279,9 +281,9 @@ def stft_power(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
 
 
 def _stft_power(audio, n_fft: int, hop: int, pad_mode: str = "reflect", dft: str = "fft"):
-    frames = _frames(audio, n_fft, hop, pad_mode)
+    frames = stft_frames(audio, n_fft, hop, pad_mode)
     if dft == "matmul":
-        cos_m, sin_m = _dft_matrices(n_fft)
+        cos_m, sin_m = dft_matrices(n_fft)
         re, im = frames @ cos_m, frames @ sin_m
         return re * re + im * im
     spec = jnp.fft.rfft(frames * hann_window(n_fft), axis=-1)
