@@ -359,6 +359,26 @@ def note_f0(frame_f0: FrameF0, curve: Float[Array, "*batch lags"], cfg: PitchCon
                   candidates, final_scores)
 
 
+def aperiodicity_at(audio: Float[Array, "*batch samples"], f0_hz: Float[Array, "*batch"],
+                    cfg: PitchConfig = PitchConfig()) -> Float[Array, "*batch"]:
+    """How far ``audio`` is from being periodic at ``f0_hz``: the lowest value of its note-level
+    d' curve (mean over audible frames) within +-``candidate_width_cents`` of the period of
+    ``f0_hz`` (the octave check's ``candidate_score``); 0 for a clip that repeats exactly at
+    that period, about 1 for noise, high for another note or a chord whose common period is
+    longer. Differentiable in ``audio`` (a sub-gradient through the min); an ``f0_hz`` whose
+    period is outside the estimator's range is clipped into it. A matching loss term: with the
+    render note at the target's f0 (pitch-first), it is low only where the match sounds that
+    note."""
+    frame_f0, cmnd = yin_analysis(audio, cfg)
+    curve = note_cmnd(cmnd, frame_f0._replace(voiced=frame_f0.audible))
+    tau = jnp.arange(curve.shape[-1], dtype=curve.dtype)
+    period = jnp.clip(cfg.sample_rate / f0_hz, cfg.min_period, cfg.max_period)
+    ratio = 2.0 ** (cfg.candidate_width_cents / 1200.0)
+    near = (tau >= jnp.floor(period / ratio)[..., None]) & (tau <= jnp.ceil(period * ratio)[..., None])
+    near = near & (tau >= cfg.min_period) & (tau <= cfg.max_period)
+    return jnp.min(jnp.where(near, interpolated_minima(curve), 1.0), axis=-1)
+
+
 def note_period(curve: Float[Array, "*batch lags"], cfg: PitchConfig) -> Float[Array, "*batch"]:
     """The note's period in samples: the first trough of its d' curve within ``octave_margin``
     of the curve's minimum over the period range (YIN's absolute threshold, relative to the

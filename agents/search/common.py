@@ -40,6 +40,7 @@ from jaxtyping import Array, Float, Int
 
 from agents import rendering
 from jaxsynth import params as P
+from jaxsynth import pitch as PP
 from jaxsynth.features import FeatureConfig, Features, analyze
 from jaxsynth.losses import LossTerms, LossWeights, matching_loss
 from jaxsynth.synth import SynthConfig
@@ -59,6 +60,15 @@ class MatchConfig:
     grad_step_renders: int = GRAD_STEP_RENDERS
     features_override: FeatureConfig | None = field(default=None)
     held: tuple[str, ...] = ()  # parameters held at base01 although their module is unlocked
+    # parameters whose random starting points are drawn in [0, start_quiet_max] instead of
+    # [0, 1] (still searched from there): pitch-first names the second oscillator's and the
+    # noise's levels, so that no gradient start begins as a loud two-note chord or as noise
+    start_quiet: tuple[str, ...] = ()
+    start_quiet_max: float = 0.3
+    # weight of the pitch term: the render's aperiodicity at the render note's f0
+    # (``jaxsynth.pitch.aperiodicity_at``), added to the total where matchers pass ``notes``
+    # (pitch-first: the note is the target's f0); 0 = off
+    pitch_weight: float = 0.0
 
     @property
     def features(self) -> FeatureConfig:
@@ -72,11 +82,16 @@ class MatchConfig:
         if fc.sample_rate != self.synth.sample_rate or fc.num_samples != self.synth.num_samples:
             raise ValueError("MatchConfig: features_override must use the synth's sample rate and "
                              f"length ({self.synth.sample_rate} Hz, {self.synth.num_samples} samples)")
+        if not 0.0 <= self.start_quiet_max <= 1.0:
+            raise ValueError(f"start_quiet_max must be in [0, 1], got {self.start_quiet_max}")
+        if not self.pitch_weight >= 0.0:
+            raise ValueError(f"pitch_weight must be >= 0, got {self.pitch_weight}")
         if self.grad_step_renders < 1:
             raise ValueError(f"grad_step_renders must be >= 1, got {self.grad_step_renders}")
-        unknown = [n for n in self.held if n not in P.INDEX]
+        unknown = [n for n in self.held + self.start_quiet if n not in P.INDEX]
         if unknown:
-            raise ValueError(f"MatchConfig.held: unknown parameter(s) {unknown}; names are jaxsynth.params.NAMES")
+            raise ValueError(f"MatchConfig.held/start_quiet: unknown parameter(s) {unknown}; names are "
+                             "jaxsynth.params.NAMES")
 
 
 class MatchResult(NamedTuple):
@@ -137,13 +152,21 @@ def render_features(params01: Float[Array, "B n_params"], cfg: MatchConfig,
 def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
                      cfg: MatchConfig, notes: Float[Array, "T"] | None = None) -> LossTerms:
     """Loss terms of ``C`` candidates for each of ``T`` targets, rendered as ONE batch of T*C.
-    ``notes``: the MIDI note each target's candidates are played at (default ``cfg.note``)."""
+    ``notes``: the MIDI note each target's candidates are played at (default ``cfg.note``).
+    With ``cfg.pitch_weight`` > 0 and ``notes`` given, ``total`` also holds the weighted
+    aperiodicity of each render at its note's f0 (no term of its own: the other terms are the
+    spectral ones, unchanged)."""
     t, c = params01.shape[:2]
     flat_notes = None if notes is None else jnp.repeat(jnp.asarray(notes, jnp.float32), c)
-    _, feats = render_features(params01.reshape(t * c, P.N_PARAMS), cfg, flat_notes)
+    audio, feats = render_features(params01.reshape(t * c, P.N_PARAMS), cfg, flat_notes)
     feats = jax.tree.map(lambda x: x.reshape((t, c) + x.shape[1:]), feats)
     target_b = jax.tree.map(lambda x: x[:, None], target)
-    return matching_loss(feats, target_b, cfg.weights)
+    terms = matching_loss(feats, target_b, cfg.weights)
+    if cfg.pitch_weight == 0 or notes is None:
+        return terms
+    pcfg = PP.PitchConfig(sample_rate=cfg.synth.sample_rate)
+    aperiodic = PP.aperiodicity_at(audio, PP.midi_to_hz(flat_notes), pcfg).reshape(t, c)
+    return terms._replace(total=terms.total + cfg.pitch_weight * aperiodic)
 
 
 evaluate_candidates = jax.jit(candidate_losses, static_argnames="cfg")

@@ -30,11 +30,15 @@ from jaxsynth import params as P
 from jaxsynth.features import Features
 
 
-@partial(jax.jit, static_argnames=("t", "starts", "free_idx"))
-def _grad_starts(key, base01, init01, t, starts, free_idx):
-    """Start 0 at ``init01``, the others uniform; snapped (discrete entries on their grid)."""
-    x0 = jax.random.uniform(key, (t, starts, len(free_idx)))
-    x0 = x0.at[:, 0].set(jnp.broadcast_to(init01[jnp.asarray(free_idx)], (t, len(free_idx))))
+@partial(jax.jit, static_argnames=("t", "starts", "free_idx", "quiet", "quiet_max"))
+def _grad_starts(key, base01, init01, t, starts, free_idx, quiet=(), quiet_max=1.0):
+    """Start 0 at ``init01``, the others uniform in [0, 1], except the parameters ``quiet``
+    (indices into the full vector): uniform in [0, ``quiet_max``]; snapped (discrete entries on
+    their grid)."""
+    free = jnp.asarray(free_idx)
+    scale = np.where(np.isin(np.asarray(free_idx), np.asarray(quiet, int)), quiet_max, 1.0)
+    x0 = jax.random.uniform(key, (t, starts, len(free_idx))) * jnp.asarray(scale, jnp.float32)
+    x0 = x0.at[:, 0].set(jnp.broadcast_to(init01[free], (t, len(free_idx))))
     return expand(x0, base01, free_idx)[..., jnp.asarray(free_idx)]
 
 
@@ -60,7 +64,10 @@ def grad_match(key: Array, target: Features, module_mask, budget: int,
     target (the first at ``init01``, default ``base01``; the rest uniform), projected onto
     [0, 1] after each step. Each step of each start costs ``cfg.grad_step_renders`` renders;
     the number of starts shrinks when the budget cannot give every start two steps. The best
-    point is taken over the evaluated iterates (the last update is not evaluated)."""
+    point is taken over the evaluated iterates (the last update is not evaluated).
+    ``cfg.start_quiet`` names parameters that the random starts draw in [0,
+    ``cfg.start_quiet_max``] only (a level's squared curve has no gradient at 0, so they do
+    not start at 0 either: Adam can still raise them)."""
     t = check_targets(target, base01)
     free_idx = free_indices(module_mask, cfg.held)
     base01 = jnp.asarray(base01, jnp.float32)
@@ -68,7 +75,8 @@ def grad_match(key: Array, target: Features, module_mask, budget: int,
     cost = cfg.grad_step_renders
     starts = max(1, min(int(starts), int(budget) // (2 * cost)))
     steps = check_budget(budget, starts * cost, "gradient step over all starts")
-    x = _grad_starts(key, base01, init01, t, starts, free_idx)
+    quiet = tuple(sorted(P.INDEX[n] for n in cfg.start_quiet))
+    x = _grad_starts(key, base01, init01, t, starts, free_idx, quiet, float(cfg.start_quiet_max))
     opt_state = optax.adam(float(learning_rate)).init(x)
     best, trace = init_best(t, base01), []
     for _ in range(steps):

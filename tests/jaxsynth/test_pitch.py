@@ -187,3 +187,18 @@ def test_crepe_note_on_tones_and_auto():
     auto = PP.estimate_note(tone(220.0), SR, "auto")
     assert abs(errors(auto, 220.0)) < 10.0
     assert PP.resolve_method("auto") == "crepe"
+
+
+def test_aperiodicity_at_is_low_only_at_the_note():
+    """The pitch term: ~0 for a tone at the given f0 (and its octave up, whose period divides
+    the f0's), high for the octave below, a fifth chord and noise; a finite gradient."""
+    chord = tone(220.0) + 0.8 * tone(220.0 * 2 ** (7 / 12))
+    noise = np.random.default_rng(0).normal(scale=0.3, size=N).astype(np.float32)
+    clips = jnp.asarray(np.stack([tone(220.0), tone(440.0), tone(110.0), chord, noise]))
+    a = np.asarray(PP.aperiodicity_at(clips, jnp.full(5, 220.0), CFG))
+    assert a[0] < 0.05 and a[1] < 0.05, a
+    assert a[2] > 0.5 and a[3] > 0.3 and a[4] > 0.8, a
+    g = jax.grad(lambda x: PP.aperiodicity_at(x, jnp.full(5, 220.0), CFG).sum())(clips)
+    assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g[3]).max()) > 0
+    # an f0 outside the estimator's range is clipped into it (finite, not inf)
+    assert np.isfinite(np.asarray(PP.aperiodicity_at(clips[:1], jnp.asarray([5.0]), CFG))).all()

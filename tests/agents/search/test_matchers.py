@@ -68,3 +68,32 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="features_override"):
         from jaxsynth.features import FeatureConfig
         MatchConfig(features_override=FeatureConfig(sample_rate=16000))
+
+
+def test_start_quiet_is_checked():
+    with pytest.raises(ValueError, match="unknown parameter"):
+        MatchConfig(start_quiet=("osc9.level",))
+    with pytest.raises(ValueError, match="start_quiet_max"):
+        MatchConfig(start_quiet_max=1.5)
+
+
+def test_pitch_weight_adds_the_aperiodicity_where_notes_are_given():
+    from agents.search.common import evaluate_candidates, render_params
+    from jaxsynth import pitch as PP
+
+    x = np.asarray(HELDOUT[:2], np.float32)
+    tf = target_features_of_params(x, CFG)
+    on = MatchConfig(synth=CFG.synth, pitch_weight=2.0)
+    notes = np.array([60.0, 67.0], np.float32)
+    plain = np.asarray(evaluate_candidates(x[:, None], tf, CFG, notes).total)[:, 0]
+    with_term = np.asarray(evaluate_candidates(x[:, None], tf, on, notes).total)[:, 0]
+    audio, _ = render_params(x, CFG, notes)
+    expected = np.asarray(PP.aperiodicity_at(audio, PP.midi_to_hz(notes), PP.PitchConfig()))
+    # the same render twice, one program with and one without the extra term: float32 sums of
+    # a few terms of size ~1 agree to ~1e-6 relative
+    np.testing.assert_allclose(with_term - plain, 2.0 * expected, rtol=1e-4, atol=1e-5)
+    # no notes (plain search, the target's f0 unknown): no term
+    np.testing.assert_allclose(np.asarray(evaluate_candidates(x[:, None], tf, on).total),
+                               np.asarray(evaluate_candidates(x[:, None], tf, CFG).total), rtol=1e-6)
+    with pytest.raises(ValueError, match="pitch_weight"):
+        MatchConfig(pitch_weight=-1.0)

@@ -161,3 +161,32 @@ def test_locked_first_oscillator_means_plain_search(synth_targets):
     assert res.render_note is None
     plain = cmaes_match(jax.random.key(3), sub, stage0, 16, CFG)
     np.testing.assert_array_equal(np.asarray(res.best_params01), np.asarray(plain.best_params01))
+
+
+def test_pitched_targets_get_quiet_gradient_starts(synth_targets):
+    """Pitch-first hands the matcher ``start_quiet`` = the second oscillator's and the noise's
+    levels for pitched targets (nothing for the unpitched one); gradient matching's random
+    starts then draw both in [0, 0.3] instead of [0, 1], everything else as before."""
+    from agents.search.gradient import _grad_starts
+
+    _, audio, feats = synth_targets
+    seen = {}
+
+    def spy(key, target, module_mask, budget, cfg, base01=P.DEFAULT_PARAMS01, notes=None):
+        seen["pitched" if notes is not None else "plain"] = cfg.start_quiet
+        return cmaes_match(key, target, module_mask, budget, cfg, base01=base01, notes=notes)
+
+    pitch_first(spy, YIN)(jax.random.key(4), feats, FULL, 24, CFG, target_audio=audio)
+    assert set(seen["pitched"]) == {"osc2.level", "noise.level"}
+    assert seen["plain"] == ()
+    free = free_indices(FULL, PITCH_HELD)
+    base = jnp.asarray(P.DEFAULT_PARAMS01)
+    quiet = tuple(sorted(P.INDEX[n] for n in seen["pitched"]))
+    x = np.asarray(_grad_starts(jax.random.key(0), base, base, 4, 8, free, quiet, 0.3))
+    loud = np.asarray(_grad_starts(jax.random.key(0), base, base, 4, 8, free, (), 0.3))
+    col = [free.index(i) for i in quiet]
+    assert np.all(x[:, 0, col] == 0.0)  # start 0 at base01 (both silent)
+    assert np.all(x[:, 1:, col] <= 0.3) and np.all(x[:, 1:, col] > 0.0)  # quiet, not silent
+    assert np.all(loud[:, 1:, col].max(axis=(0, 1)) > 0.6)  # uniform starts turn them up
+    other = [j for j in range(len(free)) if j not in col]
+    np.testing.assert_array_equal(x[:, :, other], loud[:, :, other])  # the rest as before
