@@ -165,22 +165,27 @@ def _voice_wave(a, half_inv_dt, coef, width):
             + coef[3] * _saw_centered(ub, _sign(ub), half_inv_dt))
 
 
-def _oscillators(start_a, dt, half_inv_dt, coef, width, hop: int):
-    """Both oscillators with all unison voices, summed, time-major: (num_blocks * hop, batch).
+def _oscillators(start_a, dt, half_inv_dt, coef, width, hop: int, num_samples: int):
+    """Both oscillators with all unison voices, summed, batch-major: (batch, num_samples).
     Inputs are per block (blocks, voices, batch) and per voice (voices, ..., batch).
 
-    The voices are a static Python sum, not a reduction over a voice axis: XLA fuses the sum
-    into one loop, while a reduce over a middle axis ran 6x slower here."""
-    ramp = jnp.arange(hop, dtype=jnp.float32)[None, :, None]  # (1, hop, 1)
+    Batch-major, so that the filter loop can write its output in place and no (samples, batch)
+    -> (batch, samples) transpose follows (benchmarks/RESULTS.md, "Render speed"); the inner
+    axis is the block's ``hop`` samples. The voices are a static Python sum, not a reduction over
+    a voice axis: XLA fuses the sum into one loop, while a reduce over a middle axis ran 6x
+    slower here."""
+    per_voice = lambda a: jnp.transpose(a, (1, 2, 0))[..., None]  # (voices, batch, blocks, 1)
+    start_a, dt, half_inv_dt = per_voice(start_a), per_voice(dt), per_voice(half_inv_dt)
+    ramp = jnp.arange(hop, dtype=jnp.float32)
     out = 0.0
-    for v in range(start_a.shape[1]):
-        a = start_a[:, v, None, :] + dt[:, v, None, :] * ramp  # (blocks, hop, batch)
-        out = out + _voice_wave(a, half_inv_dt[:, v, None, :], coef[v], width[v])
-    return out.reshape(-1, start_a.shape[-1])
+    for v in range(start_a.shape[0]):
+        a = start_a[v] + dt[v] * ramp  # (batch, blocks, hop)
+        out = out + _voice_wave(a, half_inv_dt[v], coef[v][:, :, None, None], width[v][:, None, None])
+    return out.reshape(out.shape[0], -1)[:, :num_samples]
 
 
-def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_length_s):
-    """The traced voice for a batch, assuming sanitized inputs: (samples, batch)."""
+def _render_sanitized(params01, keys, cfg: SynthConfig, note, velocity, note_length_s):
+    """The traced voice for a batch, assuming sanitized inputs: (batch, samples)."""
     phys = P.denormalize(params01)
     T, hop, nb, sr = cfg.num_samples, cfg.control_hop, cfg.num_blocks, cfg.sample_rate
     # free-running unison: voice 0 starts at phase 0 (a single voice is key-independent)
@@ -202,7 +207,7 @@ def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_le
         semis, _get(phys, "lfo.to_pitch_st") * lfo_ctrl, cutoff_hz,
         jnp.moveaxis(phase0, 0, -1).reshape(-1, params01.shape[0]), cfg)
 
-    x = _oscillators(start_a[:-1], dt[:-1], half_inv_dt[:-1], coef, width, hop)[:T]
+    x = _oscillators(start_a[:-1], dt[:-1], half_inv_dt[:-1], coef, width, hop, T)
     tremolo = 1.0 - _get(phys, "lfo.to_amp") * 0.5 * (1.0 - lfo_ctrl)
     return _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg, velocity,
                              note_length_s)
@@ -210,7 +215,7 @@ def _render_time_major(params01, keys, cfg: SynthConfig, note, velocity, note_le
 
 def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: SynthConfig,
                       velocity, note_length_s):
-    """Everything after the oscillators, in one loop over samples (time-major): the noise
+    """Everything after the oscillators, in one loop over samples: the noise
     (``hash_noise``), the SVF with g interpolated from its control points, the tanh drive, the
     amp ADSR, the tremolo and the output gain.
 
@@ -219,11 +224,12 @@ def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: Synth
     fusion XLA recomputed the noise level's denormalization for every sample.
 
     One loop instead of a filter scan followed by array expressions, because XLA fused those
-    expressions (tanh, ADSR, interpolation) into the final (samples, batch) -> (batch, samples)
-    transpose, where the CPU runs them unvectorized: that stage alone cost as much as the
-    oscillators at batch 1024 (benchmarks/RESULTS.md, "what limits rendering"). Per-sound
-    constants are closed
-    over, so XLA computes them once, outside the loop."""
+    expressions (tanh, ADSR, interpolation) into the (samples, batch) -> (batch, samples)
+    transpose the time-major render needed, where the CPU ran them unvectorized
+    (benchmarks/RESULTS.md, "what limits rendering"). Step n reads column n of the batch-major
+    input and overwrites it with the output, so the input buffer becomes the returned audio: no
+    transpose and no second (batch, samples) buffer. Per-sound constants are closed over, so
+    XLA computes them once, outside the loop."""
     hop, sr = cfg.control_hop, cfg.sample_rate
     mix = jax.nn.one_hot(P.choice_index(params01, "filter.type"), 3)
     k = 1.0 / _get(phys, "filter.resonance_q")
@@ -237,17 +243,17 @@ def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: Synth
         state, buf = carry
         block, ramp = n // hop, (n % hop).astype(jnp.float32) / hop
         lerp = lambda points: points[block] + (points[block + 1] - points[block]) * ramp
-        x_n = jax.lax.dynamic_index_in_dim(buf, n, keepdims=False)
+        x_n = jax.lax.dynamic_index_in_dim(buf, n, axis=1, keepdims=False)
         state, (lp, bp, hp) = svf_tick(state, x_n + noise_level * hash_noise(n, noise_seed),
                                        lerp(g_ctrl), k)
         amp = adsr(n.astype(jnp.float32) / sr, *env, note_length_s) * lerp(tremolo)
         y = gain * amp * jnp.tanh(drive * (w_lp * lp + w_bp * bp + w_hp * hp))
-        return state, jax.lax.dynamic_update_index_in_dim(buf, y, n, 0)
+        return state, jax.lax.dynamic_update_index_in_dim(buf, y, n, 1)
 
     # the output overwrites the input in place (sample n is read before it is written): a scan's
     # stacked output would first fill a fresh (samples, batch) buffer with zeros
-    zero = jnp.zeros(x.shape[1:], x.dtype)
-    _, y = jax.lax.fori_loop(0, x.shape[0], step, ((zero, zero), x))
+    zero = jnp.zeros(x.shape[:1], x.dtype)
+    _, y = jax.lax.fori_loop(0, x.shape[1], step, ((zero, zero), x))
     return y
 
 
@@ -286,14 +292,45 @@ def _sanitize_note_args(note, velocity, note_length_s, cfg: SynthConfig):
             jnp.maximum(fix(note_length_s, cfg.default_note_length_s), 0.0))
 
 
+# Sounds per chunk when rendering on a CPU: the render's (chunk, samples) buffers then stay in
+# the caches and are reused chunk after chunk; at batch 1024 a single pass over a fresh
+# (1024, 11025) buffer cost 2.2x more CPU time per sound than chunks of 256 (page faults and
+# cache misses, benchmarks/RESULTS.md, "Render speed").
+CPU_BATCH_CHUNK = 256
+
+
+def _in_chunks(fn, chunk: int, params01, *per_sound):
+    """``fn(params01, *per_sound)`` over chunks of at most ``chunk`` sounds, one after another
+    (``lax.map``), rows concatenated. The batch is split into equal chunks, padded with copies of
+    its first rows (dropped from the output): fewer than one row per chunk."""
+    b = params01.shape[0]
+    n = -(-b // chunk)
+    size = -(-b // n)
+    pad = n * size - b
+    chunks = [(jnp.concatenate([a, a[:pad]]) if pad else a).reshape((n, size) + a.shape[1:])
+              for a in (params01,) + per_sound]
+    audio = jax.lax.map(lambda args: fn(*args), chunks)
+    return audio.reshape(n * size, -1)[:b]
+
+
 @partial(jax.jit, static_argnames="cfg")
 def render_batch_jit(params01, keys, cfg, note, velocity, note_length_s):
     """What ``render_batch`` runs after checking its inputs on the host: jitted, traceable, no
     host-side validation (NaN notes take the defaults, parameters are sanitized in the graph).
-    For callers inside their own jit (benchmarks); others use ``render_batch``."""
-    audio = _render_time_major(P.sanitize(params01), keys, cfg,
-                               *_sanitize_note_args(note, velocity, note_length_s, cfg))
-    return audio.T
+    For callers inside their own jit (benchmarks); others use ``render_batch``.
+
+    On a CPU a batch larger than ``CPU_BATCH_CHUNK`` renders in chunks of at most that many
+    sounds (``lax.platform_dependent``: the choice is made when the program is lowered, not
+    at run time); elsewhere the whole batch is one pass, which is what a GPU or TPU needs to
+    fill its cores. A sound renders the same in either (to float rounding; the chunks are
+    independent)."""
+    whole = lambda p, k, n, v, nl: _render_sanitized(
+        P.sanitize(p), k, cfg, *_sanitize_note_args(n, v, nl, cfg))
+    args = (params01, keys, note, velocity, note_length_s)
+    if params01.shape[0] <= CPU_BATCH_CHUNK:
+        return whole(*args)
+    return jax.lax.platform_dependent(*args, cpu=partial(_in_chunks, whole, CPU_BATCH_CHUNK),
+                                      default=whole)
 
 
 def render(params01: Float[Array, "n_params"], key: Array, config: SynthConfig = SynthConfig(),

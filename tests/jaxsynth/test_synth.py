@@ -7,8 +7,9 @@ documented output bound 10 ** (gain_db / 20) * velocity; jax.monitoring compile 
 recompilation.
 
 Cost: every distinct (function, shape) compiles the whole voice (seconds on a 2-core CPU), so
-the file uses exactly three: ``render`` (batch 1), ``render_batch`` at batch 64, and one
-jit(vmap(value_and_grad)) at batch 4. Batch invariance is checked at 64, not 1024 (STYLE.md):
+the file uses exactly five: ``render`` (batch 1), ``render_batch`` at batch 64, one
+jit(vmap(value_and_grad)) at batch 4, and ``render_batch`` at batches 9 and 10 with the CPU
+chunk size lowered to 4 (the chunked path without a batch of 257). Batch invariance is checked at 64, not 1024 (STYLE.md):
 compiling and running batch 1024 costs ~20 s here, over this file's budget.
 """
 
@@ -21,6 +22,7 @@ import pytest
 from scipy import signal
 
 from jaxsynth import params as P
+from jaxsynth import synth
 from jaxsynth.params import PresetError
 from jaxsynth.synth import SynthConfig, render, render_batch
 
@@ -126,6 +128,23 @@ def test_a_sound_alone_equals_it_inside_a_batch(batch):
     diffs = np.asarray(diffs)
     assert diffs.max() < 5e-4, (diffs.argmax(), diffs.max())
     assert np.median(diffs) < 1e-5, np.median(diffs)
+
+
+def test_a_batch_rendered_in_chunks_equals_it_rendered_whole(batch, monkeypatch):
+    # On a CPU, render_batch splits a batch larger than CPU_BATCH_CHUNK into equal chunks
+    # rendered one after another; with the chunk set to 4, 9 sounds render as 3 chunks of 3 (no
+    # padding) and 10 as 3 chunks of 4 with 2 padded rows dropped. Each row must be its own
+    # sound in the right place: same bounds as batch invariance above (different compiled
+    # batch sizes), while a row shifted by one would differ by O(0.01-1).
+    monkeypatch.setattr(synth, "CPU_BATCH_CHUNK", 4)
+    for n in (9, 10):
+        rows = slice(B - n, B)  # random presets, own notes, velocities and note lengths
+        audio = np.asarray(render_batch(batch["params"][rows], batch["keys"][rows], CFG,
+                                        note=batch["notes"][rows], velocity=batch["vel"][rows],
+                                        note_length_s=batch["length"][rows]))
+        assert audio.shape == (n, T)
+        diffs = np.max(np.abs(audio - batch["audio"][rows]), axis=1)
+        assert diffs.max() < 5e-4 and np.median(diffs) < 1e-5, diffs
 
 
 # ----------------------------------------------------------------- determinism and noise
