@@ -80,7 +80,10 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     returned table for a matcher it lacks raises a ValueError saying what provides it.
 
     ``pitch_first``: the search matchers estimate the target's f0 first and play the render
-    note there (``agents.search.pitch_first``; f0 by ``pitch_method``: auto, yin or crepe)."""
+    note there (``agents.search.pitch_first``; f0 by ``pitch_method``: auto, yin or crepe); the
+    learned matchers ("sac", "sac+cmaes"), whose policy edits at the env's fixed note (the
+    amortized guess reads the target's f0), end with the level and pitch correction
+    (``then_level``: 2 of their renders)."""
     matchers: dict[str, Matcher] = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}
     if pitch_first:
         pcfg = PitchFirstConfig(method=pitch_method)
@@ -96,7 +99,10 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
             start = amortized_guess(loaded.amortized)  # guess's own rows come with it
             matchers.update(amortized_matchers(loaded.amortized))
         sac = policy_matcher(SACPolicy(loaded, policy_mode), start=start)
-        matchers.update({"sac": sac, "sac+cmaes": then_cmaes(sac)})
+        learned = {"sac": sac, "sac+cmaes": then_cmaes(sac)}
+        if pitch_first:  # the policy edits at the env's note: check the pitch (and level) at the end
+            learned = {name: then_level(fn, first_budget=None) for name, fn in learned.items()}
+        matchers.update(learned)
     return MatcherTable(matchers)
 
 
@@ -146,18 +152,22 @@ def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
     return matcher
 
 
-def then_level(first: Matcher, fix_pitch: bool = True) -> Matcher:
+def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None = 1) -> Matcher:
     """``first``, then the pitch-first matchers' level and pitch correction of its best preset
     (``agents.search.pitch_first.match_level``: the output gain moves by the loudness
     difference, the render note by a pitch error over 50 cents unless ``fix_pitch`` is False;
-    2 more renders, charged). It spends 3 renders whatever the budget."""
+    2 more renders, charged). ``first`` gets ``first_budget`` renders (None: all the budget but
+    those 2), so the whole matcher spends ``first_budget + 2`` renders (or the budget)."""
     from agents.search.pitch_first import match_level  # noqa: PLC0415
 
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 target_audio=None, target_params01=None):
-        check_budget(budget, 3, "guess and level correction")
-        r1 = first(key, target, module_mask, 1, cfg, base01=base01, target_audio=target_audio,
+        check_budget(budget, (1 if first_budget is None else int(first_budget)) + 2,
+                     "search and level correction")
+        b1 = int(budget) - 2 if first_budget is None else int(first_budget)
+        r1 = first(key, target, module_mask, b1, cfg, base01=base01, target_audio=target_audio,
                    target_params01=target_params01)
+        used = int(r1.trace_renders[-1])
         f0 = pitch.note_from_yin(jnp.asarray(target_audio, jnp.float32), pitch.PitchConfig(cfg.synth.sample_rate))
         target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan) if fix_pitch else None
         t = r1.best_params01.shape[0]
@@ -169,9 +179,10 @@ def then_level(first: Matcher, fix_pitch: bool = True) -> Matcher:
         best_terms = jax.tree.map(lambda a, b: jnp.asarray(pick(np.asarray(a), np.asarray(b))), terms,
                                   r1.best_terms)
         loss = jnp.minimum(r1.best_loss, jnp.asarray(terms.total))
-        return MatchResult(jnp.asarray(best_x), best_terms.total, best_terms, np.array([1, 3]),
-                           jnp.stack([r1.best_loss, loss], axis=1),
-                           jnp.stack([r1.best_params01, jnp.asarray(best_x)], axis=1),
+        return MatchResult(jnp.asarray(best_x), best_terms.total, best_terms,
+                           np.concatenate([r1.trace_renders, [used + 2]]),
+                           jnp.concatenate([r1.trace_loss, loss[:, None]], axis=1),
+                           jnp.concatenate([r1.trace_params01, jnp.asarray(best_x)[:, None]], axis=1),
                            np.where(win, notes, cfg.note).astype(np.float32))
 
     matcher.takes_audio = True

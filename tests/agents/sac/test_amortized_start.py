@@ -106,3 +106,8 @@ def test_sac_matcher_starts_from_the_guess(trained):
     alone = matchers["amortized"](jax.random.key(0), feats, mask, 5, cfg, target_audio=audio)
     np.testing.assert_array_equal(np.asarray(alone.best_params01), np.asarray(guess))
     assert (np.asarray(res.best_loss) <= np.asarray(alone.best_loss)).all()
+    # pitch-first (the default): the same start and edits, then the pitch and level check
+    checked = build_matchers(str(out))["sac"](jax.random.key(0), feats, mask, 7, cfg, target_audio=audio)
+    assert list(checked.trace_renders) == [1, 2, 3, 4, 5, 7]
+    np.testing.assert_array_equal(np.asarray(checked.trace_params01[:, 0]), np.asarray(guess))
+    assert checked.render_note is not None and np.all(np.diff(np.asarray(checked.trace_loss), axis=1) <= 0)

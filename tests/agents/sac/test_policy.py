@@ -148,7 +148,8 @@ def test_match_cli_with_sac_policy(trained, tmp_path, capsys):
     assert main(base + ["--method", "sac", "--policy", str(trained[3])]) == 0
     assert sorted(os.listdir(out)) == ["ab.png", "match.json", "match.wav", "preset.json"]
     summary = json.load(open(out / "match.json"))
-    assert summary["method"] == "sac" and len(summary["trace_loss"]) == 6
+    # pitch-first (the default): 4 policy renders, then the pitch and level check (2 renders)
+    assert summary["method"] == "sac" and summary["trace_renders"] == [1, 2, 3, 4, 6]
     assert summary["loss_terms"]["total"] == min(summary["trace_loss"])
 
 
