@@ -1,6 +1,6 @@
 """Per-target pitch of pitch-first matches on held-out presets, with and without the pitch term.
 
-``python benchmarks/pitch_matching.py --matcher grad --n 16 --seed 0 [--pitch-weight 1.0]``
+``python benchmarks/pitch_matching.py --matcher grad --n 16 --seed 0 [--pitch-weight 1.0] [--loud-starts]``
 matches the stage-3 held-out presets of ``python -m agents.evaluate --stages 3 --n-heldout N
 --budgets B --seed S`` with the same key (so the rows equal the harness's at pitch weight 0),
 then prints, per target, the target's and the match's note-level f0 (``estimate_note``, the
@@ -26,8 +26,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agents.evaluation.harness import heldout_set, run_matcher  # noqa: E402
-from agents.evaluation.registry import build_matchers  # noqa: E402
+from agents.search.cmaes import cmaes_match  # noqa: E402
 from agents.search.common import MatchConfig, evaluate_candidates, render_params  # noqa: E402
+from agents.search.gradient import grad_match  # noqa: E402
+from agents.search.pitch_first import PitchFirstConfig, pitch_first  # noqa: E402
+from agents.search.random_search import random_search  # noqa: E402
 from benchmarks.common import load_avg, write_json  # noqa: E402
 from jaxsynth import params as P  # noqa: E402
 from jaxsynth import pitch as PP  # noqa: E402
@@ -49,14 +52,21 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=256)
     ap.add_argument("--pitch-weight", type=float, default=0.0)
     ap.add_argument("--pitch-method", default="auto", choices=PP.METHODS)
+    ap.add_argument("--loud-starts", action="store_true",
+                    help="gradient starts uniform in every parameter (PitchFirstConfig.quiet_starts=(), "
+                         "the behaviour before quiet starts)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     base = MatchConfig(synth=SynthConfig(duration_s=0.5))
     cfg = MatchConfig(synth=base.synth, pitch_weight=args.pitch_weight)
-    matchers = build_matchers(pitch_first=True, pitch_method=args.pitch_method)
+    pcfg = PitchFirstConfig(method=args.pitch_method)
+    if args.loud_starts:
+        pcfg = PitchFirstConfig(method=args.pitch_method, quiet_starts=())
+    search = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}[args.matcher]
+    matcher = pitch_first(search, pcfg)  # as agents.evaluation.registry.build_matchers
     ts = heldout_set(3, args.n, args.seed, base)
     t0 = time.perf_counter()
-    res = run_matcher(matchers[args.matcher], ts, args.budget, harness_key(args.seed, 0, args.budget, args.matcher),
+    res = run_matcher(matcher, ts, args.budget, harness_key(args.seed, 0, args.budget, args.matcher),
                       cfg)
     seconds = time.perf_counter() - t0
     notes = np.asarray(res.render_note if res.render_note is not None else np.full(args.n, base.note), np.float32)
@@ -78,7 +88,7 @@ def main(argv=None) -> int:
         pairs = " ".join(f"{best[i, j]:.2f}/{true[i, j]:.2f}" for j in cols)
         print(f"{i:6d} {ref[i]:7.1f} {got[i]:9.1f} {e} {notes[i]:5.1f} {total[i]:6.3f} | {pairs}")
     summary = dict(matcher=args.matcher, n=args.n, seed=args.seed, budget=args.budget,
-                   pitch_weight=args.pitch_weight, pitched_targets=int(known.sum()),
+                   pitch_weight=args.pitch_weight, quiet_starts=list(pcfg.quiet_starts), pitched_targets=int(known.sum()),
                    f0_error_median_cents=float(np.median(err[known])) if known.any() else float("nan"),
                    f0_off_50c=int(np.sum(err[known] > 50.0)),
                    total_median=float(np.median(total)), log_mel_l1_median=float(np.median(log_mel)),
