@@ -292,10 +292,11 @@ def _sanitize_note_args(note, velocity, note_length_s, cfg: SynthConfig):
             jnp.maximum(fix(note_length_s, cfg.default_note_length_s), 0.0))
 
 
-# Sounds per chunk when rendering on a CPU: the render's (chunk, samples) buffers then stay in
-# the caches and are reused chunk after chunk; at batch 1024 a single pass over a fresh
-# (1024, 11025) buffer cost 2.2x more CPU time per sound than chunks of 256 (page faults and
-# cache misses, benchmarks/RESULTS.md, "Render speed").
+# Sounds per chunk when rendering on a CPU: a chunk's (chunk, samples) buffer (11 MB at 22.05
+# kHz, 0.5 s) stays in the caches and is reused chunk after chunk. One pass over a fresh
+# (1024, 11025) buffer pays a page fault per 4 KiB and misses the caches: the oscillators alone
+# took 98-137 CPU-ms there against 4 x 14 in chunks of 256, and 512 was no faster at batch 4096
+# (benchmarks/RESULTS.md, "Render speed").
 CPU_BATCH_CHUNK = 256
 
 
