@@ -179,15 +179,15 @@ from agents.sac import checkpoint as C
 from agents.sac import run as R
 from agents.sac.config import RunOptions, TrainConfig
 
-out, fields, resume, kill = sys.argv[1], eval(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+out, fields, kill = sys.argv[1], eval(sys.argv[2]), sys.argv[3]
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if kill.startswith("chunk"):  # the N-th compiled chunk runs, then the kill, before it returns
     n, real_init = int(kill[5:]), R.Setup.__init__
-    def init(self, cfg):
-        real_init(self, cfg)
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
         real, calls = self.chunk, []
         def chunk(runner, params):
             calls.append(1)
@@ -213,40 +213,33 @@ elif kill.startswith("record"):  # checkpoint N committed by orbax, its integrit
         real_rec(step_dir)
     C._write_integrity = record
 
-R.run(TrainConfig(**fields), RunOptions(out=out, resume=resume, progress=False, media=True,
-                                        media_top_k=1, tensorboard=True), log=lambda *a: None)
+R.run(TrainConfig(**fields), RunOptions(out=out, progress=False, media=True, media_top_k=1,
+                                        tensorboard=True), log=lambda *a: None)
 """
 
 
-def train_process(out: Path, resume: bool, kill: str = "none") -> int:
-    """Train CFG in a fresh process (the XLA cache comes through the environment)."""
+def train_process(out: Path, kill: str) -> int:
+    """Train CFG in a fresh process until ``kill`` (the XLA cache comes through the environment)."""
     fields = dict(FIELDS, total_steps=CFG.total_steps)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(DRIVER), str(out), repr(fields),
-                           "1" if resume else "0", kill],
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(DRIVER), str(out), repr(fields), kill],
                           capture_output=True, text=True, timeout=900)
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(proc.stderr[-3000:])
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
-def full_process(tmp_path_factory):
-    """The uninterrupted run in a process of its own, like the killed ones (an in-process run
-    is compared with in-process resumes above)."""
-    out = tmp_path_factory.mktemp("full_process")
-    assert train_process(out, resume=False) == 0
-    return out
-
-
 @pytest.mark.parametrize("kill", ["chunk3", "save3", "record3"])
-def test_killed_run_resumes_to_the_uninterrupted_run(full_process, tmp_path_factory, kill):
+def test_killed_run_resumes_to_the_uninterrupted_run(setup, full, tmp_path_factory, kill):
+    """The kill takes a process of its own; what it leaves on disk is all a resume has, so the
+    resume runs here (on this module's compiled setup, like the resumes above) and must end
+    exactly where the uninterrupted run ends: same program, same saved state, same rows."""
     out = tmp_path_factory.mktemp(kill)
-    assert train_process(out, resume=False, kill=kill) == -signal.SIGKILL
+    assert train_process(out, kill=kill) == -signal.SIGKILL
     ck = out / "checkpoints"
     expected = {"chunk3": [1, 2], "save3": [1, 2], "record3": [1, 2, 3]}[kill]  # record3: no prune yet
     assert ckpt.all_steps(ck) == expected
-    assert train_process(out, resume=True) == 0
-    assert_same_run(out, full_process)
+    sac_run.run(CFG, RunOptions(out=str(out), resume=True, **OPTS), setup=setup, **QUIET)
+    assert_same_run(out, full[1])
     assert not [p for p in ck.iterdir() if "tmp" in p.name]  # orbax's unfinished save is gone
 
 
