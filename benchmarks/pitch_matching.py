@@ -9,7 +9,8 @@ the second oscillator's, the noise's and the unison's settings of match and trut
 parameters that move the heard pitch); and the summary: median |f0 error| over the pitched
 targets, how many are more than 50 cents off, the median total / log-mel L1 / MR-STFT over all
 targets, every one of them computed WITHOUT the pitch term (``MatchConfig.pitch_weight`` = 0),
-so that runs with and without it compare on the same loss. ``--json`` writes the figures.
+so that runs with and without it compare on the same loss. ``--pitch-weight`` overrides the
+matcher's own pitch-term weight (``PitchFirstConfig.pitch_weight``; 0 = off). ``--json`` writes the figures.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import sys
 import time
 import zlib
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +31,7 @@ from agents.evaluation.harness import heldout_set, run_matcher  # noqa: E402
 from agents.search.cmaes import cmaes_match  # noqa: E402
 from agents.search.common import MatchConfig, evaluate_candidates, render_params  # noqa: E402
 from agents.search.gradient import grad_match  # noqa: E402
-from agents.search.pitch_first import PitchFirstConfig, pitch_first  # noqa: E402
+from agents.search.pitch_first import PitchFirstConfig, pitch_first, pitch_term_weight  # noqa: E402
 from agents.search.random_search import random_search  # noqa: E402
 from benchmarks.common import load_avg, write_json  # noqa: E402
 from jaxsynth import params as P  # noqa: E402
@@ -50,7 +52,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=16, help="held-out stage-3 presets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=int, default=256)
-    ap.add_argument("--pitch-weight", type=float, default=0.0)
+    ap.add_argument("--pitch-weight", type=float, default=None,
+                    help="the pitch term's weight for pitched targets (default: the matcher's own, "
+                         "pitch_first.pitch_term_weight)")
     ap.add_argument("--pitch-method", default="auto", choices=PP.METHODS)
     ap.add_argument("--loud-starts", action="store_true",
                     help="gradient starts uniform in every parameter (PitchFirstConfig.quiet_starts=(), "
@@ -58,16 +62,16 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     base = MatchConfig(synth=SynthConfig(duration_s=0.5))
-    cfg = MatchConfig(synth=base.synth, pitch_weight=args.pitch_weight)
-    pcfg = PitchFirstConfig(method=args.pitch_method)
+    pcfg = PitchFirstConfig(method=args.pitch_method, pitch_weight=args.pitch_weight)
     if args.loud_starts:
-        pcfg = PitchFirstConfig(method=args.pitch_method, quiet_starts=())
+        pcfg = replace(pcfg, quiet_starts=())
     search = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}[args.matcher]
+    weight = pitch_term_weight(search, pcfg, base)
     matcher = pitch_first(search, pcfg)  # as agents.evaluation.registry.build_matchers
     ts = heldout_set(3, args.n, args.seed, base)
     t0 = time.perf_counter()
     res = run_matcher(matcher, ts, args.budget, harness_key(args.seed, 0, args.budget, args.matcher),
-                      cfg)
+                      base)
     seconds = time.perf_counter() - t0
     notes = np.asarray(res.render_note if res.render_note is not None else np.full(args.n, base.note), np.float32)
     terms = jax.device_get(evaluate_candidates(jnp.asarray(res.best_params01)[:, None], ts.features, base,
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
         pairs = " ".join(f"{best[i, j]:.2f}/{true[i, j]:.2f}" for j in cols)
         print(f"{i:6d} {ref[i]:7.1f} {got[i]:9.1f} {e} {notes[i]:5.1f} {total[i]:6.3f} | {pairs}")
     summary = dict(matcher=args.matcher, n=args.n, seed=args.seed, budget=args.budget,
-                   pitch_weight=args.pitch_weight, quiet_starts=list(pcfg.quiet_starts), pitched_targets=int(known.sum()),
+                   pitch_weight=weight, quiet_starts=list(pcfg.quiet_starts), pitched_targets=int(known.sum()),
                    f0_error_median_cents=float(np.median(err[known])) if known.any() else float("nan"),
                    f0_off_50c=int(np.sum(err[known] > 50.0)),
                    total_median=float(np.median(total)), log_mel_l1_median=float(np.median(log_mel)),

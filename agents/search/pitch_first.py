@@ -70,6 +70,10 @@ class PitchFirstConfig:
     1/3 on average with the squared curve), Adam does not leave such a chord or noise basin in
     its few steps, and the match then reads at another f0 or none (measured: 3 of the 7 pitched
     held-out stage-3 targets at 256 renders).
+    ``pitch_weight``: weight of the pitch term (``MatchConfig.pitch_weight``: the render's
+    aperiodicity at the target's f0) in the search of pitched targets; None = the matcher's own
+    default (``pitch_term_weight``). The final loss terms (after ``level``) are those of the
+    caller's ``cfg``, without the term unless it sets one, so tables compare like with like.
     ``also_held``: further parameters held at ``base01`` for pitched targets; by default the
     LFO's pitch depth, which the timbre search otherwise uses to detune the note (measured: a
     20 Hz square LFO at 2 semitones put a CMA-ES match 40 cents off at 48 renders)."""
@@ -78,14 +82,28 @@ class PitchFirstConfig:
     compete_samples: int = 4
     also_held: tuple[str, ...] = ("lfo.to_pitch_st",)
     quiet_starts: tuple[str, ...] = ("osc2.level", "noise.level")
+    pitch_weight: float | None = None
     level: bool = True
     fold: bool = True
 
     def __post_init__(self):
         if self.method not in PP.METHODS:
             raise ValueError(f"PitchFirstConfig.method must be one of {PP.METHODS}, got {self.method!r}")
+        if self.pitch_weight is not None and not self.pitch_weight >= 0.0:
+            raise ValueError(f"PitchFirstConfig.pitch_weight must be >= 0 or None, got {self.pitch_weight}")
         if self.compete_samples < 1:
             raise ValueError(f"compete_samples must be >= 1, got {self.compete_samples}")
+
+
+def pitch_term_weight(matcher, pcfg: PitchFirstConfig, cfg: MatchConfig) -> float:
+    """The pitch term's weight for pitched targets: ``cfg.pitch_weight`` where set, else
+    ``pcfg.pitch_weight`` where set, else the matcher's own default (its ``pitch_term_weight``
+    attribute: 1.0 for gradient matching, where the term was measured to help; 0 otherwise)."""
+    if cfg.pitch_weight > 0:
+        return float(cfg.pitch_weight)
+    if pcfg.pitch_weight is not None:
+        return float(pcfg.pitch_weight)
+    return float(getattr(matcher, "pitch_term_weight", 0.0))
 
 
 def target_pitch(target_audio, sample_rate: int, method: str = "auto") -> PP.NoteF0:
@@ -268,7 +286,8 @@ def pitch_first(matcher, pcfg: PitchFirstConfig = PitchFirstConfig()):
             tgt = _subset(target, idx)
             if name == "pitched":
                 pcfg_match = replace(cfg, held=tuple(dict.fromkeys(cfg.held + PITCH_HELD + pcfg.also_held)),
-                                     start_quiet=tuple(dict.fromkeys(cfg.start_quiet + pcfg.quiet_starts)))
+                                     start_quiet=tuple(dict.fromkeys(cfg.start_quiet + pcfg.quiet_starts)),
+                                     pitch_weight=pitch_term_weight(matcher, pcfg, cfg))
                 cands = candidate_notes(jax.tree.map(lambda v: np.asarray(v)[idx], note), cfg.note)
                 spent = 0
                 comp = None

@@ -174,11 +174,14 @@ def test_pitched_targets_get_quiet_gradient_starts(synth_targets):
 
     def spy(key, target, module_mask, budget, cfg, base01=P.DEFAULT_PARAMS01, notes=None):
         seen["pitched" if notes is not None else "plain"] = cfg.start_quiet
+        seen["weight_pitched" if notes is not None else "weight_plain"] = cfg.pitch_weight
         return cmaes_match(key, target, module_mask, budget, cfg, base01=base01, notes=notes)
 
+    spy.pitch_term_weight = 0.7  # the matcher's own default pitch term
     pitch_first(spy, YIN)(jax.random.key(4), feats, FULL, 24, CFG, target_audio=audio)
     assert set(seen["pitched"]) == {"osc2.level", "noise.level"}
     assert seen["plain"] == ()
+    assert seen["weight_pitched"] == 0.7 and seen["weight_plain"] == 0.0
     free = free_indices(FULL, PITCH_HELD)
     base = jnp.asarray(P.DEFAULT_PARAMS01)
     quiet = tuple(sorted(P.INDEX[n] for n in seen["pitched"]))
@@ -190,3 +193,16 @@ def test_pitched_targets_get_quiet_gradient_starts(synth_targets):
     assert np.all(loud[:, 1:, col].max(axis=(0, 1)) > 0.6)  # uniform starts turn them up
     other = [j for j in range(len(free)) if j not in col]
     np.testing.assert_array_equal(x[:, :, other], loud[:, :, other])  # the rest as before
+
+
+def test_pitch_term_weight_resolution():
+    from agents.search.gradient import grad_match
+    from agents.search.pitch_first import pitch_term_weight
+
+    assert pitch_term_weight(grad_match, PitchFirstConfig(), MatchConfig()) == 1.0
+    assert pitch_term_weight(cmaes_match, PitchFirstConfig(), MatchConfig()) == 0.0
+    assert pitch_term_weight(grad_match, PitchFirstConfig(pitch_weight=0.0), MatchConfig()) == 0.0
+    assert pitch_term_weight(cmaes_match, PitchFirstConfig(pitch_weight=0.5), MatchConfig()) == 0.5
+    assert pitch_term_weight(grad_match, PitchFirstConfig(pitch_weight=0.0), MatchConfig(pitch_weight=2.0)) == 2.0
+    with pytest.raises(ValueError, match="pitch_weight"):
+        PitchFirstConfig(pitch_weight=-1.0)
