@@ -131,14 +131,18 @@ def test_a_sound_alone_equals_it_inside_a_batch(batch):
 
 
 def test_a_batch_rendered_in_chunks_equals_it_rendered_whole(batch, monkeypatch):
-    # On a CPU, render_batch splits a batch larger than CPU_BATCH_CHUNK into equal chunks
-    # rendered one after another; with the chunk set to 4, 9 sounds render as 3 chunks of 3 (no
-    # padding) and 10 as 3 chunks of 4 with 2 padded rows dropped. Each row must be its own
-    # sound in the right place: same bounds as batch invariance above (different compiled
-    # batch sizes), while a row shifted by one would differ by O(0.01-1).
+    # On a CPU, render_batch orders a batch larger than CPU_BATCH_CHUNK by unison voice count
+    # and renders it in equal chunks, one after another, each computing only the voices its
+    # sounds use; with the chunk set to 4, 9 sounds render as 3 chunks of 3 (no padding) and 10
+    # as 3 chunks of 4 with 2 padded rows dropped. Each row must be its own sound in its own
+    # place: same bounds as batch invariance above (different compiled batch sizes), while a
+    # row out of place or a skipped voice that sounds would differ by O(0.01-1).
     monkeypatch.setattr(synth, "CPU_BATCH_CHUNK", 4)
     for n in (9, 10):
         rows = slice(B - n, B)  # random presets, own notes, velocities and note lengths
+        voices = np.sort(np.asarray(P.choice_index(jnp.asarray(batch["params"][rows]), "unison.voices")))
+        assert voices[3] < P.MAX_UNISON - 1  # the first chunk skips voices
+        assert len(set(voices)) > 1  # the ordering moves rows
         audio = np.asarray(render_batch(batch["params"][rows], batch["keys"][rows], CFG,
                                         note=batch["notes"][rows], velocity=batch["vel"][rows],
                                         note_length_s=batch["length"][rows]))
