@@ -17,6 +17,9 @@ condition on it (DDSP, Engel et al. 2020; differentiable-synth sound matching wi
    plus random ones in the unlocked modules), the candidate whose best loss is lowest wins and
    the rest of the budget goes to it. These renders count against the budget.
 4. Unpitched targets (noise, drums) get the plain matcher with every unlocked parameter free.
+   Pitched targets' gradient starts keep the second oscillator and the noise quiet
+   (``quiet_starts``), and gradient matching adds the pitch term (the render's aperiodicity at
+   the target's f0, ``pitch_term_weight``) to its loss.
 5. Pitch check and level (``match_level``): the match is measured (one render); where its f0
    is more than 50 cents from the target's (the free second oscillator, unison or noise can
    move the heard pitch), the render note moves by the difference; the output gain moves by
