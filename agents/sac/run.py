@@ -26,7 +26,13 @@ from agents.sac import distributed as dist
 from agents.sac import replay
 from agents.sac import trainer as sac
 from agents.sac.amortized import RUN_COPY as AMORTIZED_COPY
-from agents.sac.amortized import check_amortized_env, load_amortized, save_amortized
+from agents.sac.amortized import (
+    AmortizedLoadError,
+    LoadedAmortized,
+    check_amortized_env,
+    load_amortized,
+    save_amortized,
+)
 from agents.sac.amortized import start_fn as amortized_start_fn
 from agents.sac.config import RunOptions, TrainConfig
 from agents.sac.logs import MediaStore, ScalarLogger, rewind_logs, write_ab
@@ -39,9 +45,9 @@ from jaxsynth.io import atomic_write, check_output_dir
 class Setup:
     """Environment, banks, trainer and jitted functions of one run (built once)."""
 
-    def __init__(self, cfg: TrainConfig, amortized_dir: str | None = None):
-        """``amortized_dir``: where to load the amortized network from instead of
-        ``cfg.amortized`` (a resumed run reads its own copy, RUN/amortized)."""
+    def __init__(self, cfg: TrainConfig, amortized: LoadedAmortized | None = None):
+        """``amortized``: the network ``cfg.amortized`` names, already loaded (``run`` loads it
+        before anything expensive; a resumed run, from its own copy RUN/amortized)."""
         self.cfg = cfg
         self.env = E.SynthMatchEnv(cfg.env_config())
         bank_key = jax.random.key(cfg.seed)
@@ -50,7 +56,7 @@ class Setup:
         heldout = E.build_heldout_bank(bank_key, self.env.config, cfg.heldout_seed, cfg.n_heldout)
         self.amortized, start = None, None
         if cfg.amortized:
-            self.amortized = load_amortized(amortized_dir or cfg.amortized)
+            self.amortized = amortized if amortized is not None else load_amortized(cfg.amortized)
             check_amortized_env(self.amortized, self.env.config)
             start = amortized_start_fn(self.amortized)
             heldout = E.with_paired_starts(heldout, guess_starts(start, heldout.params01), self.env.config)
@@ -149,8 +155,14 @@ def run(cfg: TrainConfig, opts: RunOptions = RunOptions(), log=print, setup: Set
 
     t_setup = time.time()
     own_copy = out / AMORTIZED_COPY
-    setup = Setup(cfg, str(own_copy) if resume_step is not None and own_copy.is_dir() else None) \
-        if setup is None else setup
+    amortized = None
+    if cfg.amortized and setup is None:  # a bad network fails here, before the banks are built
+        try:
+            amortized = load_amortized(own_copy if resume_step is not None and own_copy.is_dir() else cfg.amortized)
+            check_amortized_env(amortized, cfg.env_config())
+        except AmortizedLoadError as e:  # a saved network that cannot be used, like a bad checkpoint
+            raise ckpt.CheckpointError(f"--amortized: {e}") from e
+    setup = Setup(cfg, amortized) if setup is None else setup
     if setup.amortized is not None and is_main and not own_copy.is_dir():  # the run carries its start
         save_amortized(own_copy, setup.amortized.net_params, setup.amortized.config, setup.amortized.summary)
     log(f"setup (target bank + held-out bank): {time.time() - t_setup:.1f} s; "

@@ -49,6 +49,17 @@ def test_config_needs_fresh_targets():
         TrainConfig(**{**RUN, "fresh_targets": False}, amortized="somewhere")
 
 
+def test_bad_network_is_one_error_line_before_any_work(tmp_path, capsys):
+    from agents.sac_train import main
+    out = tmp_path / "run"
+    argv = ["--envs", "8", "--total-steps", "2", "--chunk-steps", "2", "--max-steps", "2",
+            "--fresh-targets", "--amortized", str(tmp_path / "nope"), "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--amortized" in err and "does not exist" in err and "amortized_train" in err
+    assert not (out / "checkpoints").exists()
+
+
 def test_heldout_episodes_start_from_the_guess(trained, net_dir):
     _, setup, summary, out = trained
     hb = setup.params.heldout
