@@ -90,14 +90,14 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
         matchers = {name: with_pitch_first(fn, pcfg) for name, fn in matchers.items()}
     amortized_run = policy_run is not None and is_amortized_run(policy_run)
     if amortized_run:
-        matchers.update(amortized_matchers(load_amortized(policy_run)))
+        matchers.update(amortized_matchers(load_amortized(policy_run), pitch_first))
     if policy_run is not None and (not amortized_run or os.path.isdir(os.path.join(policy_run, "checkpoints"))):
         from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
         loaded = load_policy(policy_run, seed_index)
         start = None
         if loaded.amortized is not None:  # trained from the guess: it starts there, and the
-            start = amortized_guess(loaded.amortized)  # guess's own rows come with it
-            matchers.update(amortized_matchers(loaded.amortized))
+            start = amortized_guess(loaded.amortized, pitch_first)  # guess's own rows come with it
+            matchers.update(amortized_matchers(loaded.amortized, pitch_first))
         sac = policy_matcher(SACPolicy(loaded, policy_mode), start=start)
         learned = {"sac": sac, "sac+cmaes": then_cmaes(sac)}
         if pitch_first:  # the policy edits at the env's note: check the pitch (and level) at the end
@@ -106,15 +106,49 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     return MatcherTable(matchers)
 
 
-def amortized_guess(loaded: LoadedAmortized) -> Callable:
+def tune_to_f0(params01: np.ndarray, target_semis: np.ndarray, pitched: np.ndarray) -> np.ndarray:
+    """Transpose each preset so that its louder oscillator's tune (coarse + fine, semitones re the
+    render note) equals ``target_semis``: both oscillators move by the same interval, so the
+    second keeps its interval to the first. Unpitched targets, non-finite estimates and presets
+    whose audible tunes would leave their range are returned unchanged (a silent oscillator's
+    tune is clipped instead). Pure NumPy, no render."""
+    x = np.asarray(params01, np.float32)
+    phys = np.asarray(P.denormalize(jnp.asarray(x)), np.float64).copy()
+    coarse = [P.INDEX["osc1.coarse_st"], P.INDEX["osc2.coarse_st"]]
+    fine = [P.INDEX["osc1.fine_cents"], P.INDEX["osc2.fine_cents"]]
+    level = phys[:, [P.INDEX["osc1.level"], P.INDEX["osc2.level"]]]
+    tune = phys[:, coarse] - P.SPECS[coarse[0]].default + phys[:, fine] / 100.0  # (T, 2) semitones
+    louder = np.argmax(level, axis=1)
+    shift = np.asarray(target_semis, np.float64) - tune[np.arange(len(x)), louder]
+    new_tune = tune + shift[:, None]
+    new_coarse = np.round(new_tune)
+    audible = level > 0.0
+    in_range = (new_coarse >= -24) & (new_coarse <= 24)
+    ok = (np.asarray(pitched, bool) & np.isfinite(shift) & (in_range | ~audible).all(axis=1))
+    new = phys.copy()
+    new[:, coarse] = np.clip(new_coarse, -24, 24) + P.SPECS[coarse[0]].default
+    new[:, fine] = np.clip(100.0 * (new_tune - new_coarse), -100.0, 100.0)
+    moved = x.copy()  # only the four tune entries change (a round trip of the rest is not exact)
+    cols = coarse + fine
+    moved[:, cols] = np.asarray(P.snap(P.normalize(jnp.asarray(new, jnp.float32))))[:, cols]
+    return np.where(ok[:, None], moved, x).astype(np.float32)
+
+
+def amortized_guess(loaded: LoadedAmortized, tune_from_f0: bool = False) -> Callable:
     """``guess(target, target_audio, cfg, module_mask, base01) -> params01 (T, N)``: the
     network's preset for each target (no render). Its inputs are the target's log-mel and
     loudness (from the target features) and its YIN note f0 (from the target audio). Locked
-    parameters are reset to ``base01``. The network was trained at one clip length, render note
-    and analysis; other settings are refused."""
+    parameters are reset to ``base01``. ``tune_from_f0`` (pitch-first): the guess is then
+    transposed to play the target's YIN f0 exactly (``tune_to_f0``) where the oscillators are
+    free. The network was trained at one clip length, render note and analysis; other settings
+    are refused."""
     config, params = loaded.config, loaded.net_params
-    net_guess = jax.jit(lambda lm, audio, loud: guess_params01(
-        config.net(), params, lm, target_scalars(pitch.note_from_yin(audio, config.pitch), loud, config.note)))
+
+    @jax.jit
+    def net_guess(lm, audio, loud):
+        f0 = pitch.note_from_yin(audio, config.pitch)
+        scalars = target_scalars(f0, loud, config.note)
+        return guess_params01(config.net(), params, lm, scalars), scalars
 
     def guess(target, target_audio, cfg, module_mask, base01):
         if target_audio is None:
@@ -126,16 +160,20 @@ def amortized_guess(loaded: LoadedAmortized) -> Callable:
                              f"{cfg.note}: retrain it (python -m agents.amortized_train --duration-s ...)")
         free = np.zeros(P.N_PARAMS, bool)
         free[list(free_indices(module_mask))] = True
-        x = net_guess(target.log_mel, jnp.asarray(target_audio, jnp.float32), target.loudness_lufs)
+        x, scalars = net_guess(target.log_mel, jnp.asarray(target_audio, jnp.float32), target.loudness_lufs)
+        osc_free = all(free[P.INDEX[f"osc{k}.{n}"]] for k in (1, 2) for n in ("coarse_st", "fine_cents"))
+        if tune_from_f0 and osc_free:  # scalars: f0 re the note in semitones / 24, pitched
+            sc = np.asarray(scalars)
+            x = jnp.asarray(tune_to_f0(np.asarray(x), 24.0 * sc[:, 0], sc[:, 1] > 0.5))
         return P.snap(jnp.clip(jnp.where(free, x, jnp.asarray(base01, jnp.float32)), 0.0, 1.0))
 
     return guess
 
 
-def amortized_matcher(loaded: LoadedAmortized) -> Matcher:
+def amortized_matcher(loaded: LoadedAmortized, tune_from_f0: bool = False) -> Matcher:
     """The amortized network's guess (``amortized_guess``) as a matcher: ONE charged render
     (the guess), whatever the budget."""
-    guess = amortized_guess(loaded)
+    guess = amortized_guess(loaded, tune_from_f0)
 
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 target_audio=None, target_params01=None):
@@ -189,12 +227,12 @@ def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None 
     return matcher
 
 
-def amortized_matchers(loaded: LoadedAmortized) -> dict[str, Matcher]:
+def amortized_matchers(loaded: LoadedAmortized, tune_from_f0: bool = False) -> dict[str, Matcher]:
     """"amortized" (the guess, 1 render), "amortized+level" (the guess with its loudness and
     pitch corrected, 3 renders) and "amortized+cmaes" (the guess, then CMA-ES from it with step
     size ``AMORTIZED_SIGMA`` and the rest of the budget); "amortized+gain+cmaes" corrects the
     guess's output gain first (3 renders, the render note stays) and hands that to CMA-ES."""
-    guess = amortized_matcher(loaded)
+    guess = amortized_matcher(loaded, tune_from_f0)
     return {"amortized": guess, "amortized+level": then_level(guess),
             "amortized+cmaes": then_cmaes(guess, sigma0=AMORTIZED_SIGMA, first_budget=1),
             "amortized+gain+cmaes": then_cmaes(then_level(guess, fix_pitch=False),
