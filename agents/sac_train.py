@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -113,9 +114,12 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
 
 def main(argv=None) -> int:
     cfg, opts = parse_args(argv)
-    # Persistent XLA cache: a second run with the same shapes skips most compilation.
-    jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "jaxsynth" / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Persistent XLA cache: a second run with the same shapes skips most compilation. JAX's own
+    # variables (JAX_COMPILATION_CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS) win.
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                      or str(Path.home() / ".cache" / "jaxsynth" / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 1.0)))
     try:
         if opts.distributed:  # before anything touches a device (evosax does at import)
             dist.initialize(opts.coordinator_address, opts.num_processes, opts.process_id)
