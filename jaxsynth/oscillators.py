@@ -37,11 +37,15 @@ def frac(x: Float[Array, "..."]) -> Float[Array, "..."]:
     return x - jnp.floor(x)
 
 
-def sine(phase: Float[Array, "..."]) -> Float[Array, "..."]:
-    """sin(2 pi phase) for phase in [0, 1)."""
-    y = 1.0 - 2.0 * phase  # sin(2 pi p) = sin(pi (1 - 2p))
+def sin_pi(y: Float[Array, "..."]) -> Float[Array, "..."]:
+    """sin(pi y) for y in [-1, 1], the odd polynomial fitted by ``_fit_sine_coefficients``."""
     y2 = y * y
     return y * (1.0 - y2) * (_SINE_C0 + y2 * (_SINE_C1 + y2 * _SINE_C2))
+
+
+def sine(phase: Float[Array, "..."]) -> Float[Array, "..."]:
+    """sin(2 pi phase) for phase in [0, 1)."""
+    return sin_pi(1.0 - 2.0 * phase)  # sin(2 pi p) = sin(pi (1 - 2p))
 
 
 def triangle(phase: Float[Array, "..."]) -> Float[Array, "..."]:

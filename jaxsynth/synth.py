@@ -33,7 +33,7 @@ from jaxsynth import params as P
 from jaxsynth.envelopes import adsr
 from jaxsynth.filters import svf_g, svf_tick
 from jaxsynth.modulation import control_times, lfo
-from jaxsynth.oscillators import _SINE_C0, _SINE_C1, _SINE_C2, frac, hash_noise, morph_weights
+from jaxsynth.oscillators import frac, hash_noise, morph_weights, sin_pi
 
 
 @dataclass(frozen=True)
@@ -156,9 +156,7 @@ def _voice_wave(a, half_inv_dt, coef, width):
     a = frac(a)
     u = 2.0 * a - 1.0
     s = _sign(u)
-    y = s - u
-    y2 = y * y
-    sine = y * (1.0 - y2) * (_SINE_C0 + y2 * (_SINE_C1 + y2 * _SINE_C2))
+    sine = sin_pi(s - u)
     tri = s * (1.0 - jnp.abs(2.0 * jnp.abs(u) - 1.0))
     b = a + width
     ub = 2.0 * jnp.where(b >= 1.0, b - 1.0, b) - 1.0
