@@ -56,14 +56,18 @@ def _crepe_plain_median(audio, weights):
     return 440.0 * 2.0 ** (med / 1200.0)
 
 
+_YIN_NOTE = jax.jit(PP.note_from_yin, static_argnames="cfg")
+_CREPE_NOTE = jax.jit(PP.note_from_crepe, static_argnames="cfg")
+
+
 def estimate(method: str, audio: np.ndarray) -> tuple[np.ndarray, float]:
     """f0 (NaN = unpitched) per clip and the seconds per clip after compilation."""
     cfg = PP.PitchConfig()
     if method == "yin":
-        fn = lambda x: PP._yin_note_jit(x, cfg).f0_hz
+        fn = lambda x: _YIN_NOTE(x, cfg).f0_hz
     elif method == "crepe":
         w = C.load_weights(cfg.crepe_model)
-        fn = lambda x: PP._crepe_note_jit(x, w, cfg).f0_hz
+        fn = lambda x: _CREPE_NOTE(x, w, cfg).f0_hz
     else:
         w = C.load_weights(cfg.crepe_model)
         fn = lambda x: _crepe_plain_median(x, w)

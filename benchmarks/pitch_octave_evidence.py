@@ -24,6 +24,7 @@ import argparse
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,6 +37,7 @@ from jaxsynth import pitch as PP  # noqa: E402
 
 SR, N_FFT, FRAME, HOP = 22050, 8192, 2048, 256
 F_MAX = 5000.0
+_YIN_NOTE = jax.jit(PP.note_from_yin, static_argnames="cfg")
 
 
 def a_weighting_db(f_hz: np.ndarray) -> np.ndarray:
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     truth = np.array([r["f0_hz"] for r in rows])
     split = np.array([r["split"] for r in rows])
     organ = np.array([r["family"] == "organ" for r in rows])
-    f0 = np.concatenate([np.asarray(PP._yin_note_jit(jnp.asarray(audio[i:i + 64]), PP.PitchConfig()).f0_hz)
+    f0 = np.concatenate([np.asarray(_YIN_NOTE(jnp.asarray(audio[i:i + 64]), PP.PitchConfig()).f0_hz)
                          for i in range(0, len(audio), 64)])
     power = [mean_power_spectrum(x) for x in audio]
     off = lambda f: np.abs(PP.cents_between(f, truth)) > 50.0
