@@ -39,6 +39,13 @@ from jaxsynth.losses import matching_loss
 StartFn = Callable[..., Array]
 
 
+def stage_starts(starts: Array, stage: Int[Array, ""]) -> Array:
+    """Start presets (..., N) made valid for ``stage``: clipped to [0, 1], snapped, and the
+    modules the stage locks at their defaults (jit-able)."""
+    editable = P.param_mask(jnp.asarray(C.stage_module_masks())[stage])
+    return jnp.where(editable, P.snap(jnp.clip(starts, 0.0, 1.0)), jnp.asarray(P.DEFAULT_PARAMS01))
+
+
 def fresh_bank(key: Array, stage: Int[Array, ""], n: int, config: EnvConfig, bank: TargetBank,
                start_fn: StartFn | None = None) -> TargetBank:
     """A paired one-stage bank of ``n`` fresh targets of ``stage`` (module docstring).
@@ -62,9 +69,7 @@ def fresh_bank(key: Array, stage: Int[Array, ""], n: int, config: EnvConfig, ban
         s_feat = jax.tree.map(lambda x: x[j], all_feat)
         s_mel = level_log_mel(s_feat)
     else:
-        editable = P.param_mask(jnp.asarray(C.stage_module_masks())[stage])
-        starts = P.snap(jnp.clip(start_fn(k_start, targets, t_mel, stage), 0.0, 1.0))
-        starts = jnp.where(editable, starts, jnp.asarray(P.DEFAULT_PARAMS01))
+        starts = stage_starts(start_fn(k_start, targets, t_mel, stage), stage)
         s_feat = render(starts, bank.render_key)
         s_mel = level_log_mel(s_feat)
     loss = jax.vmap(lambda a, b: matching_loss(a, b, config.loss_weights).total)(s_feat, t_feat)

@@ -36,7 +36,7 @@ from agents.search.common import (
     update_best,
 )
 from agents.search.gradient import grad_match
-from agents.search.pitch_first import PitchFirstConfig
+from agents.search.pitch_first import MAX_COARSE_ST, PitchFirstConfig, match_level
 from agents.search.pitch_first import pitch_first as with_pitch_first
 from agents.search.random_search import random_search
 from jaxsynth import params as P
@@ -117,16 +117,16 @@ def tune_to_f0(params01: np.ndarray, target_semis: np.ndarray, pitched: np.ndarr
     coarse = [P.INDEX["osc1.coarse_st"], P.INDEX["osc2.coarse_st"]]
     fine = [P.INDEX["osc1.fine_cents"], P.INDEX["osc2.fine_cents"]]
     level = phys[:, [P.INDEX["osc1.level"], P.INDEX["osc2.level"]]]
-    tune = phys[:, coarse] - P.SPECS[coarse[0]].default + phys[:, fine] / 100.0  # (T, 2) semitones
+    tune = phys[:, coarse] - MAX_COARSE_ST + phys[:, fine] / 100.0  # (T, 2) semitones re the note
     louder = np.argmax(level, axis=1)
     shift = np.asarray(target_semis, np.float64) - tune[np.arange(len(x)), louder]
     new_tune = tune + shift[:, None]
     new_coarse = np.round(new_tune)
     audible = level > 0.0
-    in_range = (new_coarse >= -24) & (new_coarse <= 24)
+    in_range = np.abs(new_coarse) <= MAX_COARSE_ST
     ok = (np.asarray(pitched, bool) & np.isfinite(shift) & (in_range | ~audible).all(axis=1))
     new = phys.copy()
-    new[:, coarse] = np.clip(new_coarse, -24, 24) + P.SPECS[coarse[0]].default
+    new[:, coarse] = np.clip(new_coarse, -MAX_COARSE_ST, MAX_COARSE_ST) + MAX_COARSE_ST
     new[:, fine] = np.clip(100.0 * (new_tune - new_coarse), -100.0, 100.0)
     moved = x.copy()  # only the four tune entries change (a round trip of the rest is not exact)
     cols = coarse + fine
@@ -196,8 +196,6 @@ def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None 
     difference, the render note by a pitch error over 50 cents unless ``fix_pitch`` is False;
     2 more renders, charged). ``first`` gets ``first_budget`` renders (None: all the budget but
     those 2), so the whole matcher spends ``first_budget + 2`` renders (or the budget)."""
-    from agents.search.pitch_first import match_level  # noqa: PLC0415
-
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 target_audio=None, target_params01=None):
         check_budget(budget, (1 if first_budget is None else int(first_budget)) + 2,

@@ -20,6 +20,7 @@ import numpy as np
 
 from agents import curriculum as C
 from agents import env as E
+from agents.env.fresh_targets import stage_starts
 from agents.rendering import render_analyze_chunked
 from agents.sac import checkpoint as ckpt
 from agents.sac import distributed as dist
@@ -38,7 +39,6 @@ from agents.sac.config import RunOptions, TrainConfig
 from agents.sac.logs import MediaStore, ScalarLogger, rewind_logs, write_ab
 from agents.sac.synth_adapter import SynthTrainParams, synth_adapter
 from agents.sac.teacher import cmaes_transitions, make_behaviour_cloning
-from jaxsynth import params as P
 from jaxsynth.io import atomic_write, check_output_dir
 
 
@@ -76,10 +76,13 @@ def guess_starts(start, targets01) -> np.ndarray:
     """The start function's preset for every target of a (stages, n, N) set, with the modules a
     stage locks at their defaults (as ``agents.env.fresh_targets`` does for training starts)."""
     n_stages, n = targets01.shape[:2]
-    x = jax.jit(lambda t: start(None, t, None, None))(jnp.reshape(targets01, (n_stages * n, -1)))
-    editable = np.stack([np.asarray(P.param_mask(m)) for m in C.stage_module_masks()])[:, None, :]
-    x = np.clip(np.asarray(P.snap(x)).reshape(n_stages, n, -1), 0.0, 1.0)
-    return np.where(editable, x, P.DEFAULT_PARAMS01).astype(np.float32)
+
+    @jax.jit
+    def per_stage(t):
+        x = start(None, jnp.reshape(t, (n_stages * n, -1)), None, None).reshape(n_stages, n, -1)
+        return jax.vmap(stage_starts)(x, jnp.arange(n_stages))
+
+    return np.asarray(per_stage(targets01), np.float32)
 
 
 def warm_start(setup: Setup, runner: sac.Runner, log=print) -> tuple[sac.Runner, dict]:
