@@ -93,6 +93,9 @@ class AmortizedLoadError(ValueError):
     """A run directory that holds no usable amortized network, with what to do about it."""
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class AmortizedConfig:
     """Static settings of the network and its training (hashable; saved with the run)."""
@@ -107,6 +110,7 @@ class AmortizedConfig:
     encoder_init: str = "scratch"  # "scratch" or "pca": first layer = whitened PCA of log-mels
     pca_samples: int = 2048  # fresh renders the PCA is computed from (charged as pairs)
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": decays to 0 over ``steps`` (long runs)
     ce_weight: float = 0.25  # cross-entropy (nats) relative to the mean L1 (normalized units)
     spectral_from: float = 1.0  # fraction of steps after which the spectral loss joins (1: never)
     spectral_weight: float = 0.05
@@ -120,6 +124,8 @@ class AmortizedConfig:
     def __post_init__(self):
         if self.encoder_init not in ("scratch", "pca"):
             raise ValueError(f"encoder_init must be 'scratch' or 'pca', got {self.encoder_init!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         bad = [s for s in self.stages if not 0 <= s < C.N_STAGES]
         if not self.stages or bad:
             raise ValueError(f"stages must be a non-empty subset of 0..{C.N_STAGES - 1}, got {self.stages}")
@@ -429,7 +435,10 @@ def make_amortized_steps(config: AmortizedConfig):
     both pure; ``run`` is a ``lax.scan`` of fresh-batch gradient steps (jit it with
     ``n_steps`` static)."""
     net = config.net()
-    opt = optax.adam(config.learning_rate)
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.learning_rate, config.steps)
+    opt = optax.adam(lr)
     loss_fn = make_losses(config)
     spectral_step = int(math.floor(config.spectral_from * config.steps))
     if config.spectral_from >= 1.0:
