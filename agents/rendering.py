@@ -7,13 +7,15 @@ the key fixed, the unison start phases and the noise are the same for equal para
 matching loss is a deterministic function of (params, target): a no-op edit earns exactly zero
 improvement and a synth-rendered target's own preset has loss 0.
 
-Three forms of the same path:
+Four forms of the same path:
   * ``render_analyze``: pure and batched (``(B, N_PARAMS) -> (audio, Features)``), to be used
     inside a caller's jit (matchers, the trainer);
   * ``render_analyze_chunked``: host side, fixed-size jitted chunks (one compilation for any
     number of presets), NumPy out (target banks, media);
   * ``env_render_features``: one env's render whose ``vmap`` renders the whole batch at once
-    (custom batching rule, below), for the gymnax-style env step that is written per env.
+    (custom batching rule, below), for the gymnax-style env step that is written per env;
+  * ``env_render_loss``: the same, with the matching loss against a bank's cached target
+    computed inside the analysis' chunk loop, so that only small per-env results leave it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxsynth import params as P
-from jaxsynth.features import FeatureConfig, Features, analyze
+from jaxsynth.features import FeatureConfig, Features, analyze, analyze_flat, map_in_chunks
+from jaxsynth.losses import LossWeights, matching_loss
 from jaxsynth.synth import SynthConfig, render_batch
 
 RENDER_STREAM = 3  # fold_in tag of the render key's stream (targets and starts use others)
@@ -102,3 +105,71 @@ def env_render_features(synth: SynthConfig, features: FeatureConfig, note: float
 
     return render_features
 
+
+
+@functools.lru_cache(maxsize=None)
+def env_render_loss(synth: SynthConfig, features: FeatureConfig, note: float, velocity: float,
+                    weights: LossWeights):
+    """``params01 (..., N_PARAMS), key, table, target_index -> (Features, LossTerms)``: the
+    env's render, analysis and matching loss against target ``table[target_index]`` (``table``:
+    target ``Features`` with one leading axis over targets, e.g. a bank's, flattened), whose
+    ``vmap`` renders the whole batch at once like ``env_render_features``.
+
+    The analysis and the loss run together in one loop over chunks of ``features.batch_chunk``
+    clips (all at once if None), each chunk gathering its own targets from ``table``: the
+    MR-STFT magnitudes of the rendered clips and of their targets (~90,000 floats each per clip
+    at the default analysis) exist one chunk at a time and are never materialised for the whole
+    batch, which is what made a step of 4,096 envs cost twice as much per env as one of 1,024
+    (benchmarks/RESULTS.md, "Environment step: the loss inside the analysis chunk loop"). The
+    returned ``Features`` carry no MR-STFT magnitudes (``mrstft_mag == ()``); everything else
+    is as ``analyze`` gives it. CREPE terms are not supported here (``weights`` must leave them
+    at 0; the env uses ``env_render_features`` when they are on). Not differentiable."""
+    if weights.crepe_embedding != 0 or weights.pitch_posterior_cents != 0:
+        raise ValueError("env_render_loss computes no CREPE terms; use env_render_features and "
+                         "perceptual.analyze when crepe_embedding or pitch_posterior_cents is on")
+
+    def analyze_and_score(clips, targets):
+        feats = analyze_flat(clips, features)
+        return feats._replace(mrstft_mag=()), matching_loss(feats, targets, weights)
+
+    def batch(params01, keys, table, index, table_batched: bool):
+        lead = params01.shape[:-1]
+        flat = params01.reshape(-1, P.N_PARAMS)
+        audio = render_batch(flat, keys.reshape(-1), synth, note=note, velocity=velocity)
+        index = index.reshape(-1)
+        if table_batched:  # one table per env (a vmap over banks): gather each env's target first
+            targets = jax.tree.map(lambda t: t.reshape((-1,) + t.shape[len(lead):]), table)
+            targets = jax.tree.map(lambda t: t[jnp.arange(index.shape[0]), index], targets)
+            score = analyze_and_score
+        else:
+            targets = index  # gathered per chunk, inside the loop
+            score = lambda clips, i: analyze_and_score(clips, jax.tree.map(lambda t: t[i], table))
+        chunk = features.batch_chunk
+        out = (score(audio, targets) if chunk is None or audio.shape[0] <= chunk
+               else map_in_chunks(score, chunk, audio, targets))
+        return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out)
+
+    @jax.custom_batching.custom_vmap
+    def render_loss(params01, key, table, index):
+        lead = params01.shape[:-1]
+        return batch(params01, jnp.broadcast_to(key, lead), table,
+                     jnp.broadcast_to(index, lead), table_batched=False)
+
+    @render_loss.def_vmap
+    def _rule(axis_size, in_batched, params01, key, table, index):
+        p_batched, k_batched, t_batched, i_batched = in_batched
+        along = lambda v, b: v if b else jnp.broadcast_to(v, (axis_size,) + v.shape)
+        params01 = along(params01, p_batched)
+        lead = params01.shape[:-1]
+        keys = jnp.broadcast_to(along(key, k_batched), lead)
+        index = jnp.broadcast_to(along(index, i_batched), lead)
+        table_batched = any(jax.tree.leaves(t_batched))
+        if table_batched:  # every leaf to (*lead, targets, ...): one table per env
+            table = jax.tree.map(lambda t, b: along(t, b), table, t_batched)
+            table = jax.tree.map(lambda t: jnp.broadcast_to(
+                t.reshape((axis_size,) + (1,) * (len(lead) - 1) + t.shape[1:]), lead + t.shape[1:]),
+                table)
+        out = batch(params01, keys, table, index, table_batched)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return render_loss

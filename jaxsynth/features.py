@@ -376,14 +376,30 @@ def analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig = FeatureC
         raise ValueError(f"analyze: audio has {audio.shape[-1]} samples, FeatureConfig expects "
                          f"{cfg.num_samples} (sample_rate * duration_s); pad/trim or change cfg")
     lead, n = audio.shape[:-1], math.prod(audio.shape[:-1])
-    chunk = cfg.batch_chunk
-    if chunk is None or n <= chunk:
+    if cfg.batch_chunk is None or n <= cfg.batch_chunk:
         return _analyze(audio, cfg)
+    out = map_in_chunks(lambda clips: analyze_flat(clips, cfg), cfg.batch_chunk,
+                        audio.reshape(n, audio.shape[-1]))
+    return jax.tree.map(lambda f: f.reshape(*lead, *f.shape[1:]), out)
+
+
+def map_in_chunks(fn, chunk: int, *batched):
+    """``fn(*batched)`` for arrays (or pytrees of arrays) with one leading batch axis, computed
+    as a ``lax.map`` over chunks of ``chunk`` rows (the last one padded with zeros, whose
+    results are dropped): the same result as one call when ``fn`` treats rows independently,
+    with temporaries ``chunk`` rows deep instead of the whole batch's."""
+    n = jax.tree.leaves(batched)[0].shape[0]
     n_chunks = -(-n // chunk)
-    flat = jnp.pad(audio.reshape(n, audio.shape[-1]), ((0, n_chunks * chunk - n), (0, 0)))
-    out = jax.lax.map(lambda clips: _analyze(clips, cfg), flat.reshape(n_chunks, chunk, -1))
-    return jax.tree.map(lambda f: f.reshape(n_chunks * chunk, *f.shape[2:])[:n].reshape(*lead, *f.shape[2:]),
-                        out)
+    pad = lambda x: jnp.pad(x, [(0, n_chunks * chunk - n)] + [(0, 0)] * (x.ndim - 1))
+    split = lambda x: pad(x).reshape(n_chunks, chunk, *x.shape[1:])
+    out = jax.lax.map(lambda xs: fn(*xs), jax.tree.map(split, batched))
+    return jax.tree.map(lambda f: f.reshape(n_chunks * chunk, *f.shape[2:])[:n], out)
+
+
+def analyze_flat(audio: Float[Array, "batch samples"], cfg: FeatureConfig) -> Features:
+    """``analyze`` of one chunk of clips in one pass, without input checks (for callers that
+    loop over chunks themselves inside jit, e.g. to compute a loss per chunk)."""
+    return _analyze(audio, cfg)
 
 
 def _analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig) -> Features:

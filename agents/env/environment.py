@@ -61,9 +61,11 @@ target if the stage changes mid-episode.
 
 Bank size and memory: one cached target takes 386 KB at the default analysis (MR-STFT
 magnitudes dominate; ``target_bank.bytes_per_target``). ``bank_size = 128`` per stage is
-4 x 128 x 386 KB = 188 MiB, comfortable on a 24 GB CPU host or any GPU (the per-step
-temporaries are larger: ~1.6 MB per env, benchmarks/RESULTS.md), with 128 distinct targets per
-stage (x 32 start presets with ``init="random"``). Raise it where memory is to spare.
+4 x 128 x 386 KB = 188 MiB, comfortable on a 24 GB CPU host or any GPU, with 128 distinct
+targets per stage (x 32 start presets with ``init="random"``). Raise it where memory is to spare.
+The step's temporaries stay small (300 MB at 4,096 envs on a CPU, benchmarks/RESULTS.md): the
+matching loss is computed inside the analysis' chunk loop (``rendering.env_render_loss``), so
+the MR-STFT magnitudes of the envs' sounds and of their targets exist one chunk at a time.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ from agents.env.target_bank import (
     perceptual_config,
     perceptual_on,
 )
-from agents.rendering import env_render_features
+from agents.rendering import env_render_features, env_render_loss
 from jaxsynth import params as P
 from jaxsynth.losses import matching_loss
 from jaxsynth.perceptual import analyze as perceptual_analyze
@@ -277,14 +279,16 @@ class SynthMatchEnv:
             loss_terms = matching_loss(feats, target_feats, cfg.loss_weights,
                                        perceptual_analyze(audio, bank.crepe_weights, pcfg),
                                        bank.target_perceptual(state.target_index), pcfg)
-        else:
-            feats = env_render_features(cfg.synth, cfg.features, cfg.note, cfg.velocity)(
-                new_params01, bank.render_key)
-            _, _, target_feats = bank.target(state.target_index)
-            loss_terms = matching_loss(feats, target_feats, cfg.loss_weights)
+        else:  # the loss inside the analysis' chunk loop, targets gathered per chunk
+            table = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), bank.features)
+            feats, loss_terms = env_render_loss(cfg.synth, cfg.features, cfg.note, cfg.velocity,
+                                                cfg.loss_weights)(
+                new_params01, bank.render_key, table, state.target_index)
+        target_stats = jax.tree.map(lambda x: x.reshape(-1)[state.target_index],
+                                    AudioStats.from_features(bank.features))
         lam = effective_lambda(state, params)
         terms = reward(loss_terms.total, state.loss, state.best_loss, AudioStats.from_features(feats),
-                       AudioStats.from_features(target_feats), applied, lam, cfg.reward)
+                       target_stats, applied, lam, cfg.reward)
         loss = jnp.where(jnp.isfinite(loss_terms.total), loss_terms.total, state.loss)
         next_state = EnvState(params01=new_params01, target_index=state.target_index,
                               current_log_mel=level_log_mel(feats), loss=loss,

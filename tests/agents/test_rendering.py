@@ -73,3 +73,53 @@ def test_env_render_features_under_vmap_equals_render_analyze(tiny_env_config):
     one_audio, _ = R.render_analyze_jit(jnp.asarray(x[3:4]), key, cfg.synth, cfg.features, cfg.note,
                                         cfg.velocity)
     np.testing.assert_allclose(np.asarray(audio[1, 1]), np.asarray(one_audio[0]), rtol=0, atol=AUDIO_ATOL)
+
+
+def test_env_render_loss_in_chunks_equals_the_loss_of_the_whole_batch(tiny_env_config):
+    # The env's fused path: the render, then a loop over chunks of batch_chunk clips that
+    # analyses each chunk and scores it against targets gathered from the table per chunk. 6
+    # envs in chunks of 4 (the last chunk padded with silence and dropped) vs render_analyze of
+    # the same 6 presets in one pass and matching_loss against the gathered targets. Same audio
+    # program; the analysis is compiled for 4 clips vs 6 (differently vectorized float32 FFTs
+    # and reductions), so features and loss terms agree to float32 rounding amplified by the
+    # logs: the bounds of tests/jaxsynth/test_features.py::test_chunked_analysis_equals_one_pass
+    # (rtol 1e-4, atol 1e-3 dB on features; loss terms are means of such values).
+    import dataclasses
+
+    from jaxsynth.losses import LossWeights, matching_loss
+    cfg = tiny_env_config
+    feat_cfg = dataclasses.replace(cfg.features, batch_chunk=4)
+    weights = LossWeights(log_mel_l1=0.5)
+    fn = R.env_render_loss(cfg.synth, feat_cfg, cfg.note, cfg.velocity, weights)
+    assert R.env_render_loss(cfg.synth, feat_cfg, cfg.note, cfg.velocity, weights) is fn
+    x = _presets(6, seed=5)
+    key = R.render_key(2)
+    _, table = R.render_analyze_jit(jnp.asarray(_presets(3, seed=6)), key, cfg.synth, cfg.features,
+                                    cfg.note, cfg.velocity)
+    index = jnp.asarray([2, 0, 1, 1, 2, 0], jnp.int32)
+    feats, terms = jax.jit(jax.vmap(fn, in_axes=(0, None, None, 0)))(jnp.asarray(x), key, table, index)
+    _, ref = R.render_analyze_jit(jnp.asarray(x), key, cfg.synth,
+                                  dataclasses.replace(feat_cfg, batch_chunk=None), cfg.note, cfg.velocity)
+    ref_terms = matching_loss(ref, jax.tree.map(lambda t: t[index], table), weights)
+    assert feats.mrstft_mag == ()
+    for name in ("log_mel", "mfcc", "centroid_hz", "loudness_lufs", "gain_db", "peak", "dc_offset",
+                 "clip_fraction"):
+        np.testing.assert_allclose(getattr(feats, name), getattr(ref, name), rtol=1e-4, atol=1e-3,
+                                   err_msg=name)
+    for got, want, name in zip(terms, ref_terms, terms._fields):
+        assert got.shape == (6,)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+    # a wrong target per env would change the loss by O(1): every env is scored against its own
+    other = matching_loss(ref, jax.tree.map(lambda t: t[(index + 1) % 3], table), weights).total
+    assert np.all(np.abs(np.asarray(other) - np.asarray(terms.total)) > 1e-2)
+    # vmap over seeds of vmap over envs flattens both axes into one batch, as for
+    # env_render_features; one table per seed (a vmap over banks) gathers each env's target
+    nested = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None, None, 0)), in_axes=(0, None, None, 0)))
+    _, t_nested = nested(jnp.asarray(x).reshape(2, 3, -1), key, table, index.reshape(2, 3))
+    np.testing.assert_array_equal(np.asarray(t_nested.total).reshape(6), np.asarray(terms.total))
+    tables = jax.tree.map(lambda t: jnp.stack([t, t[::-1]]), table)  # bank 1 lists targets reversed
+    per_bank = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None, None, 0)), in_axes=(0, None, 0, 0)))
+    _, t_banks = per_bank(jnp.asarray(x).reshape(2, 3, -1), key, tables,
+                          jnp.stack([index[:3], 2 - index[3:]]))
+    np.testing.assert_allclose(np.asarray(t_banks.total).reshape(6), np.asarray(terms.total),
+                               rtol=1e-4, atol=1e-5)

@@ -371,3 +371,42 @@ def test_render_features_batches_under_nested_vmap(params):
     # a batch of 6 vs one sound: two programs, within the synth's batch-invariance bound (5e-4,
     # derived in tests/jaxsynth/test_synth.py::test_a_sound_alone_equals_it_inside_a_batch)
     np.testing.assert_allclose(np.asarray(nested_audio[1, 2]), np.asarray(single_audio), rtol=0, atol=5e-4)
+
+
+def test_step_with_the_loss_in_analysis_chunks_equals_the_unchunked_step(bank):
+    """The env step computes the matching loss inside the analysis' chunk loop, gathering the
+    targets per chunk (``rendering.env_render_loss``). 6 envs in chunks of 4 (the last padded)
+    vs the same step with the whole batch in one pass, and vs the unfused reference: the
+    features of the rendered presets (``render_analyze``) and ``matching_loss`` against the
+    bank's cached features of each env's own target. The analysis is compiled for 4 clips vs 6,
+    so terms agree to float32 rounding amplified by the logs of the spectral terms (the bounds
+    of tests/jaxsynth/test_features.py::test_chunked_analysis_equals_one_pass); a wrong target
+    or row would differ by O(0.1-1)."""
+    import dataclasses
+
+    from agents.rendering import render_analyze_jit
+    from jaxsynth.losses import matching_loss
+    steps = {}
+    for chunk in (4, None):
+        features = dataclasses.replace(CFG.features, batch_chunk=chunk)
+        env = E.SynthMatchEnv(dataclasses.replace(CFG, features=features))
+        p = env.make_params(bank, stage=1)
+        _, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(_keys(21), p)
+        steps[chunk] = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(
+            _keys(22), state, _random_actions(5), p)
+    (obs_c, st_c, r_c, _, _, info_c), (obs_1, st_1, r_1, _, _, info_1) = steps[4], steps[None]
+    np.testing.assert_array_equal(np.asarray(info_c["next_params01"]),
+                                  np.asarray(info_1["next_params01"]))
+    for got, want in zip(info_c["loss_terms"], info_1["loss_terms"]):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(r_c), np.asarray(r_1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(st_c.current_log_mel), np.asarray(st_1.current_log_mel),
+                               rtol=1e-4, atol=1e-3)
+    _, feats = render_analyze_jit(info_c["next_params01"], bank.render_key, CFG.synth, CFG.features,
+                                  CFG.note, CFG.velocity)
+    index = np.asarray(info_c["target_index"])
+    targets = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[index], bank.features)
+    want = matching_loss(feats, targets, CFG.loss_weights)
+    np.testing.assert_allclose(np.asarray(info_c["loss_terms"].total), np.asarray(want.total),
+                               rtol=1e-4, atol=1e-5)
+    assert len(set(index.tolist())) > 1  # envs with different targets
