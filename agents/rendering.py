@@ -30,7 +30,7 @@ from jaxtyping import Array, Float
 from jaxsynth import params as P
 from jaxsynth.features import FeatureConfig, Features, analyze, analyze_flat, map_in_chunks
 from jaxsynth.losses import LossWeights, matching_loss
-from jaxsynth.synth import SynthConfig, render_batch
+from jaxsynth.synth import SynthConfig, render_batch, render_batch_map
 
 RENDER_STREAM = 3  # fold_in tag of the render key's stream (targets and starts use others)
 
@@ -116,10 +116,13 @@ def env_render_loss(synth: SynthConfig, features: FeatureConfig, note: float, ve
     ``vmap`` renders the whole batch at once like ``env_render_features``.
 
     The analysis and the loss run together in one loop over chunks of ``features.batch_chunk``
-    clips (all at once if None), each chunk gathering its own targets from ``table``: the
-    MR-STFT magnitudes of the rendered clips and of their targets (~90,000 floats each per clip
-    at the default analysis) exist one chunk at a time and are never materialised for the whole
-    batch, which is what made a step of 4,096 envs cost twice as much per env as one of 1,024
+    clips (all at once if None), each chunk gathering its own targets from ``table``, inside
+    the render's own loop over chunks (``synth.render_batch_map``: on a CPU each chunk of
+    rendered clips is analysed while it is in the caches, and the batch's audio is never
+    written out). The MR-STFT magnitudes of the rendered clips and of their targets (~90,000
+    floats each per clip at the default analysis) exist one chunk at a time and are never
+    materialised for the whole batch, which is what made a step of 4,096 envs cost twice as
+    much per env as one of 1,024
     (benchmarks/RESULTS.md, "Environment step: the loss inside the analysis chunk loop"). The
     returned ``Features`` carry no MR-STFT magnitudes (``mrstft_mag == ()``); everything else
     is as ``analyze`` gives it. CREPE terms are not supported here (``weights`` must leave them
@@ -135,7 +138,6 @@ def env_render_loss(synth: SynthConfig, features: FeatureConfig, note: float, ve
     def batch(params01, keys, table, index, table_batched: bool):
         lead = params01.shape[:-1]
         flat = params01.reshape(-1, P.N_PARAMS)
-        audio = render_batch(flat, keys.reshape(-1), synth, note=note, velocity=velocity)
         index = index.reshape(-1)
         if table_batched:  # one table per env (a vmap over banks): gather each env's target first
             targets = jax.tree.map(lambda t: t.reshape((-1,) + t.shape[len(lead):]), table)
@@ -145,8 +147,15 @@ def env_render_loss(synth: SynthConfig, features: FeatureConfig, note: float, ve
             targets = index  # gathered per chunk, inside the loop
             score = lambda clips, i: analyze_and_score(clips, jax.tree.map(lambda t: t[i], table))
         chunk = features.batch_chunk
-        out = (score(audio, targets) if chunk is None or audio.shape[0] <= chunk
-               else map_in_chunks(score, chunk, audio, targets))
+
+        def consume(audio, targets):  # one render chunk's clips, in analysis chunks
+            if chunk is None or audio.shape[0] <= chunk:
+                return score(audio, targets)
+            return map_in_chunks(score, chunk, audio, targets)
+
+        full = lambda v: jnp.full(flat.shape[:1], v, jnp.float32)
+        out = render_batch_map(consume, flat, keys.reshape(-1), synth, full(note), full(velocity),
+                               full(synth.default_note_length_s), (targets,))
         return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out)
 
     @jax.custom_batching.custom_vmap

@@ -310,16 +310,18 @@ def _sanitize_note_args(note, velocity, note_length_s, cfg: SynthConfig):
 CPU_BATCH_CHUNK = 256
 
 
-def _in_chunks(render_chunk, chunk: int, num_samples: int, params01, *per_sound):
-    """``render_chunk(params01, *per_sound, max_unison=...)`` over chunks of at most ``chunk``
-    sounds, one after another (``lax.fori_loop``), each chunk's rows written in place into the
-    (batch, num_samples) output.
+def _in_chunks(render_chunk, chunk: int, consume, params01, per_sound, extra):
+    """``consume(render_chunk(params01, *per_sound, max_unison=...), *extra)`` over chunks of
+    at most ``chunk`` sounds, one after another (``lax.fori_loop``), each chunk's rows of the
+    result (a pytree of arrays with one leading row per sound) written in place into the
+    whole batch's. ``per_sound`` and ``extra`` hold arrays with one leading row per sound; the
+    consumer sees a chunk's rows of ``extra`` next to its audio.
 
     Sounds are ordered by their unison voice count (a stable argsort) before chunking, so that
     most chunks hold sounds with one count and ``max_unison`` (the chunk's largest count) lets
     the render skip the voices no sound in the chunk uses: same audio bit for bit, ~12 % less
     CPU time at random presets (benchmarks/RESULTS.md, "Render speed"). The batch is split into
-    equal chunks, padded with copies of some of its sounds whose output is dropped (scatter
+    equal chunks, padded with copies of some of its sounds whose results are dropped (scatter
     mode "drop")."""
     b = params01.shape[0]
     n = -(-b // chunk)
@@ -329,13 +331,44 @@ def _in_chunks(render_chunk, chunk: int, num_samples: int, params01, *per_sound)
     order = jnp.argsort(voices, stable=True)
     take = jnp.concatenate([order, order[:pad]]).reshape(n, size)
     put = jnp.concatenate([order, jnp.full((pad,), b, order.dtype)]).reshape(n, size)
+    rows = lambda tree, j: jax.tree.map(lambda a: jnp.take(a, take[j], axis=0), tree)
+
+    def result(j):
+        audio = render_chunk(*rows((params01,) + tuple(per_sound), j),
+                             max_unison=jnp.max(voices[take[j]]))
+        return consume(audio, *rows(tuple(extra), j))
 
     def one_chunk(j, out):
-        audio = render_chunk(*(jnp.take(a, take[j], axis=0) for a in (params01,) + per_sound),
-                             max_unison=jnp.max(voices[take[j]]))
-        return out.at[put[j]].set(audio, mode="drop", unique_indices=True)
+        return jax.tree.map(lambda o, r: o.at[put[j]].set(r, mode="drop", unique_indices=True),
+                            out, result(j))
 
-    return jax.lax.fori_loop(0, n, one_chunk, jnp.zeros((b, num_samples), params01.dtype))
+    shapes = jax.eval_shape(result, 0)
+    init = jax.tree.map(lambda r: jnp.zeros((b,) + r.shape[1:], r.dtype), shapes)
+    return jax.lax.fori_loop(0, n, one_chunk, init)
+
+
+def render_batch_map(consume, params01, keys, cfg: SynthConfig, note, velocity, note_length_s,
+                     extra=()):
+    """``consume(audio, *extra)`` of the batch's audio, without the whole batch's audio: on a
+    CPU a batch larger than ``CPU_BATCH_CHUNK`` is rendered chunk by chunk as in
+    ``render_batch_jit`` and each chunk's audio (at most ``CPU_BATCH_CHUNK`` sounds, in an
+    order of the render's choosing) goes to ``consume`` with the same rows of ``extra`` (a
+    tuple of arrays or pytrees with one leading row per sound) while it is still in the caches.
+    ``consume`` must treat rows independently and return a pytree of arrays with one leading
+    row per sound; the results come back in the batch's order. Elsewhere (GPU, TPU) the whole
+    batch is rendered in one pass and consumed at once.
+
+    For callers inside their own jit that reduce the audio right away (the environment's
+    analysis and loss): the batch's audio, 45 MB per 1,024 sounds at 22.05 kHz and 0.5 s,
+    is never written out. Arguments as ``render_batch_jit`` (traced, no host-side checks)."""
+    whole = lambda p, k, n, v, nl, max_unison=None: _render_sanitized(
+        p, k, cfg, *_sanitize_note_args(n, v, nl, cfg), max_unison=max_unison)
+    args = (P.sanitize(params01), keys, note, velocity, note_length_s)
+    one_pass = lambda *a: consume(whole(*a[:5]), *a[5:])
+    if params01.shape[0] <= CPU_BATCH_CHUNK:
+        return one_pass(*args, *extra)
+    chunked = lambda *a: _in_chunks(whole, CPU_BATCH_CHUNK, consume, a[0], a[1:5], a[5:])
+    return jax.lax.platform_dependent(*args, *extra, cpu=chunked, default=one_pass)
 
 
 @partial(jax.jit, static_argnames="cfg")
@@ -349,13 +382,7 @@ def render_batch_jit(params01, keys, cfg, note, velocity, note_length_s):
     choice is made when the program is lowered, not at run time); elsewhere the whole batch is
     one pass, which is what a GPU or TPU needs to fill its cores. A sound renders the same in
     either (to float rounding; the chunks are independent)."""
-    whole = lambda p, k, n, v, nl, max_unison=None: _render_sanitized(
-        p, k, cfg, *_sanitize_note_args(n, v, nl, cfg), max_unison=max_unison)
-    args = (P.sanitize(params01), keys, note, velocity, note_length_s)
-    if params01.shape[0] <= CPU_BATCH_CHUNK:
-        return whole(*args)
-    chunked = partial(_in_chunks, whole, CPU_BATCH_CHUNK, cfg.num_samples)
-    return jax.lax.platform_dependent(*args, cpu=chunked, default=whole)
+    return render_batch_map(lambda audio: audio, params01, keys, cfg, note, velocity, note_length_s)
 
 
 def render(params01: Float[Array, "n_params"], key: Array, config: SynthConfig = SynthConfig(),

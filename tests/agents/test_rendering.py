@@ -75,7 +75,7 @@ def test_env_render_features_under_vmap_equals_render_analyze(tiny_env_config):
     np.testing.assert_allclose(np.asarray(audio[1, 1]), np.asarray(one_audio[0]), rtol=0, atol=AUDIO_ATOL)
 
 
-def test_env_render_loss_in_chunks_equals_the_loss_of_the_whole_batch(tiny_env_config):
+def test_env_render_loss_in_chunks_equals_the_loss_of_the_whole_batch(tiny_env_config, monkeypatch):
     # The env's fused path: the render, then a loop over chunks of batch_chunk clips that
     # analyses each chunk and scores it against targets gathered from the table per chunk. 6
     # envs in chunks of 4 (the last chunk padded with silence and dropped) vs render_analyze of
@@ -123,3 +123,25 @@ def test_env_render_loss_in_chunks_equals_the_loss_of_the_whole_batch(tiny_env_c
                           jnp.stack([index[:3], 2 - index[3:]]))
     np.testing.assert_allclose(np.asarray(t_banks.total).reshape(6), np.asarray(terms.total),
                                rtol=1e-4, atol=1e-5)
+    # On a CPU a batch larger than synth.CPU_BATCH_CHUNK is rendered chunk by chunk (ordered by
+    # voice count) and each chunk's clips are analysed and scored before the next chunk is
+    # rendered (synth.render_batch_map): with render chunks of 3 and analysis chunks of 2, the
+    # same terms as the unfused path that renders the same chunks into one audio array first
+    # (same bounds: the same render ops, an analysis compiled for 2 clips vs 6).
+    from jaxsynth import synth as S
+    jaxpr_of = lambda f: str(jax.make_jaxpr(jax.vmap(f, in_axes=(0, None, None, 0)))(
+        jnp.asarray(x), key, table, index))
+    one_pass_jaxpr = jaxpr_of(fn)
+    monkeypatch.setattr(S, "CPU_BATCH_CHUNK", 4)
+    fn2 = R.env_render_loss(cfg.synth, dataclasses.replace(feat_cfg, batch_chunk=2), cfg.note,
+                            cfg.velocity, weights)
+    feats2, terms2 = jax.jit(jax.vmap(fn2, in_axes=(0, None, None, 0)))(jnp.asarray(x), key, table,
+                                                                         index)
+    audio2, ref2 = jax.jit(lambda p: R.render_analyze(p, key, cfg.synth, dataclasses.replace(
+        feat_cfg, batch_chunk=None), cfg.note, cfg.velocity))(jnp.asarray(x))
+    ref_terms2 = matching_loss(ref2, jax.tree.map(lambda t: t[index], table), weights)
+    np.testing.assert_allclose(feats2.log_mel, ref2.log_mel, rtol=1e-4, atol=1e-3)
+    for got, want, name in zip(terms2, ref_terms2, terms2._fields):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+    # the chunked render was taken: its voice-count order is an argsort, absent from one pass
+    assert "argsort" in jaxpr_of(fn2) and "argsort" not in one_pass_jaxpr
