@@ -8,9 +8,11 @@ harness's estimator), the error in cents, the render note, the loss without the 
 the second oscillator's, the noise's and the unison's settings of match and truth (the
 parameters that move the heard pitch); and the summary: median |f0 error| over the pitched
 targets, how many are more than 50 cents off, the median total / log-mel L1 / MR-STFT over all
-targets, every one of them computed WITHOUT the pitch term (``MatchConfig.pitch_weight`` = 0),
+targets and how many matches are more than 1 LU from the target's loudness, every one of them
+computed WITHOUT the pitch term (``MatchConfig.pitch_weight`` = 0),
 so that runs with and without it compare on the same loss. ``--pitch-weight`` overrides the
-matcher's own pitch-term weight (``PitchFirstConfig.pitch_weight``; 0 = off). ``--json`` writes the figures.
+matcher's own pitch-term weight (``PitchFirstConfig.pitch_weight``; 0 = off). ``--json`` writes the figures,
+``--npz`` the matches (for a look at single targets without matching again).
 """
 
 from __future__ import annotations
@@ -59,10 +61,23 @@ def main(argv=None) -> int:
     ap.add_argument("--loud-starts", action="store_true",
                     help="gradient starts uniform in every parameter (PitchFirstConfig.quiet_starts=(), "
                          "the behaviour before quiet starts)")
+    ap.add_argument("--search-loudness", action="store_true",
+                    help="pitched targets are searched with the loudness term (PitchFirstConfig."
+                         "search_loudness, the behaviour before the search left it to the level step)")
+    ap.add_argument("--pitched-scales", default=None,
+                    help="comma-separated PitchFirstConfig.pitched_scales ('' = none; default: the config's)")
+    ap.add_argument("--pitched-slack", type=float, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--npz", default=None,
+                    help="also save the matches (best_params01, render notes) and the targets' true presets")
     args = ap.parse_args(argv)
     base = MatchConfig(synth=SynthConfig(duration_s=0.5))
-    pcfg = PitchFirstConfig(method=args.pitch_method, pitch_weight=args.pitch_weight)
+    pcfg = PitchFirstConfig(method=args.pitch_method, pitch_weight=args.pitch_weight,
+                            search_loudness=args.search_loudness)
+    if args.pitched_scales is not None:
+        pcfg = replace(pcfg, pitched_scales=tuple(float(v) for v in args.pitched_scales.split(",") if v))
+    if args.pitched_slack is not None:
+        pcfg = replace(pcfg, pitched_slack=args.pitched_slack)
     if args.loud_starts:
         pcfg = replace(pcfg, quiet_starts=())
     search = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}[args.matcher]
@@ -76,7 +91,8 @@ def main(argv=None) -> int:
     notes = np.asarray(res.render_note if res.render_note is not None else np.full(args.n, base.note), np.float32)
     terms = jax.device_get(evaluate_candidates(jnp.asarray(res.best_params01)[:, None], ts.features, base,
                                                jnp.asarray(notes)))
-    total, log_mel, mrstft = (np.asarray(x)[:, 0] for x in (terms.total, terms.log_mel_l1, terms.mrstft))
+    total, log_mel, mrstft, loud = (np.asarray(x)[:, 0] for x in (terms.total, terms.log_mel_l1, terms.mrstft,
+                                                                   terms.loudness_lu))
     audio, _ = render_params(res.best_params01, base, notes)
     ref = PP.estimate_note(ts.audio, base.synth.sample_rate, args.pitch_method).f0_hz
     got = PP.estimate_note(np.asarray(audio), base.synth.sample_rate, args.pitch_method).f0_hz
@@ -92,17 +108,21 @@ def main(argv=None) -> int:
         pairs = " ".join(f"{best[i, j]:.2f}/{true[i, j]:.2f}" for j in cols)
         print(f"{i:6d} {ref[i]:7.1f} {got[i]:9.1f} {e} {notes[i]:5.1f} {total[i]:6.3f} | {pairs}")
     summary = dict(matcher=args.matcher, n=args.n, seed=args.seed, budget=args.budget,
-                   pitch_weight=weight, quiet_starts=list(pcfg.quiet_starts), pitched_targets=int(known.sum()),
+                   pitch_weight=weight, quiet_starts=list(pcfg.quiet_starts), search_loudness=pcfg.search_loudness,
+                   pitched_scales=list(pcfg.pitched_scales), pitched_slack=pcfg.pitched_slack, pitched_targets=int(known.sum()),
                    f0_error_median_cents=float(np.median(err[known])) if known.any() else float("nan"),
                    f0_off_50c=int(np.sum(err[known] > 50.0)),
                    total_median=float(np.median(total)), log_mel_l1_median=float(np.median(log_mel)),
-                   mrstft_median=float(np.median(mrstft)),
+                   mrstft_median=float(np.median(mrstft)), loudness_over_1lu=int(np.sum(loud > 1.0)),
                    total_mean_pitched=float(np.mean(total[known])) if known.any() else float("nan"),
                    seconds=round(seconds, 1), load=load_avg(), jax=jax.__version__,
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary.items()})
     if args.json:
         write_json(args.json, summary)
+    if args.npz:
+        np.savez(args.npz, best_params01=best, render_note=notes, true_params01=true, ref_f0_hz=ref,
+                 match_f0_hz=got, total=total)
     return 0
 
 

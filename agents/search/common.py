@@ -69,6 +69,11 @@ class MatchConfig:
     # (``jaxsynth.pitch.aperiodicity_at``), added to the total where matchers pass ``notes``
     # (pitch-first: the note is the target's f0); 0 = off
     pitch_weight: float = 0.0
+    # the loudness term counts only the part of the loudness difference that the output gain
+    # cannot make up from the candidate's own gain within its range (``loudness_beyond_gain``):
+    # pitch-first's level step sets the gain from the loudness difference after the search, so
+    # a search that pays for the whole difference trades timbre for level
+    loudness_after_gain: bool = False
 
     @property
     def features(self) -> FeatureConfig:
@@ -149,19 +154,35 @@ def render_features(params01: Float[Array, "B n_params"], cfg: MatchConfig,
                                     cfg.velocity)
 
 
+def loudness_beyond_gain(params01: Float[Array, "*b n_params"], delta_lu: Float[Array, "*b"]) -> Float[Array, "*b"]:
+    """LU of a loudness shortfall (``delta_lu`` = target - candidate) that moving the output
+    gain from the candidate's own value to the ends of its range cannot make up: 0 where the
+    gain can reach the target's loudness (the gain is the last linear factor, so loudness moves
+    dB for dB with it), else the distance past the nearer end. Differentiable in both."""
+    spec = P.SPECS[P.INDEX["output.gain_db"]]
+    gain_db = P.denormalize(params01)[..., P.INDEX["output.gain_db"]]
+    wanted = gain_db + delta_lu
+    return jnp.maximum(wanted - spec.high, 0.0) + jnp.maximum(spec.low - wanted, 0.0)
+
+
 def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
                      cfg: MatchConfig, notes: Float[Array, "T"] | None = None) -> LossTerms:
     """Loss terms of ``C`` candidates for each of ``T`` targets, rendered as ONE batch of T*C.
     ``notes``: the MIDI note each target's candidates are played at (default ``cfg.note``).
     With ``cfg.pitch_weight`` > 0 and ``notes`` given, ``total`` also holds the weighted
     aperiodicity of each render at its note's f0 (no term of its own: the other terms are the
-    spectral ones, unchanged)."""
+    spectral ones, unchanged). With ``cfg.loudness_after_gain``, ``total`` weighs the loudness
+    shortfall the output gain cannot make up instead of the whole difference (``loudness_lu``
+    stays the whole difference)."""
     t, c = params01.shape[:2]
     flat_notes = None if notes is None else jnp.repeat(jnp.asarray(notes, jnp.float32), c)
     audio, feats = render_features(params01.reshape(t * c, P.N_PARAMS), cfg, flat_notes)
     feats = jax.tree.map(lambda x: x.reshape((t, c) + x.shape[1:]), feats)
     target_b = jax.tree.map(lambda x: x[:, None], target)
     terms = matching_loss(feats, target_b, cfg.weights)
+    if cfg.loudness_after_gain:
+        excess = loudness_beyond_gain(params01, target_b.loudness_lufs - feats.loudness_lufs)
+        terms = terms._replace(total=terms.total + cfg.weights.loudness_lu * (excess - terms.loudness_lu))
     if cfg.pitch_weight == 0 or notes is None:
         return terms
     pcfg = PP.PitchConfig(sample_rate=cfg.synth.sample_rate)

@@ -19,12 +19,19 @@ condition on it (DDSP, Engel et al. 2020; differentiable-synth sound matching wi
 4. Unpitched targets (noise, drums) get the plain matcher with every unlocked parameter free.
    Pitched targets' gradient starts keep the second oscillator and the noise quiet
    (``quiet_starts``), and gradient matching adds the pitch term (the render's aperiodicity at
-   the target's f0, ``pitch_term_weight``) to its loss.
+   the target's f0, ``pitch_term_weight``) to its loss. Pitched targets are searched with the
+   loudness term counting only what the output gain cannot make up
+   (``MatchConfig.loudness_after_gain``): step 5 sets the gain, and a search that pays for the
+   whole loudness difference buys level with timbre (measured: louder noise).
 5. Pitch check and level (``match_level``): the match is measured (one render); where its f0
    is more than 50 cents from the target's (the free second oscillator, unison or noise can
-   move the heard pitch), the render note moves by the difference; the output gain moves by
-   the loudness difference (clipped to its range); the final loss terms are those of the
-   corrected preset (a second render). Both renders are charged.
+   move the heard pitch) and a copy with the noise and the second oscillator turned down
+   (``pitched_scales``, heard in the same render, one more per copy) reads in tune at a loss
+   within ``pitched_slack`` of the match's, the copy replaces the match (a search that copies
+   a noisy pitched target's noise gives a match read at no pitch); where it is still off, the
+   render note moves by the difference; the output gain moves by the loudness difference
+   (clipped to its range); the final loss terms are those of the corrected preset (a second
+   render). Every render is charged.
 6. ``fold_note``: where the note offset fits the tune ranges, it is moved into the coarse +
    fine tune of both oscillators (and the filter's key tracking is compensated in its cutoff),
    so the preset plays the target's pitch at ``cfg.note`` like any other preset.
@@ -48,12 +55,13 @@ from agents.search.common import (
     evaluate_candidates,
     expand,
     free_indices,
+    loudness_beyond_gain,
     render_params,
 )
 from jaxsynth import params as P
 from jaxsynth import pitch as PP
 from jaxsynth.features import Features
-from jaxsynth.losses import LossTerms
+from jaxsynth.losses import LossTerms, matching_loss
 
 PITCH_HELD = ("osc1.coarse_st", "osc1.fine_cents")
 MAX_COARSE_ST = 24
@@ -77,6 +85,10 @@ class PitchFirstConfig:
     aperiodicity at the target's f0) in the search of pitched targets; None = the matcher's own
     default (``pitch_term_weight``). The final loss terms (after ``level``) are those of the
     caller's ``cfg``, without the term unless it sets one, so tables compare like with like.
+    ``search_loudness``: search pitched targets with the whole loudness difference in the loss
+    (off: with ``level``, only the part the output gain cannot make up counts).
+    ``pitched_scales``, ``pitched_slack``: the level step's in-tune copies of a match read off
+    the target's f0 (``match_level``; one render per scale, charged).
     ``also_held``: further parameters held at ``base01`` for pitched targets; by default the
     LFO's pitch depth, which the timbre search otherwise uses to detune the note (measured: a
     20 Hz square LFO at 2 semitones put a CMA-ES match 40 cents off at 48 renders)."""
@@ -86,6 +98,9 @@ class PitchFirstConfig:
     also_held: tuple[str, ...] = ("lfo.to_pitch_st",)
     quiet_starts: tuple[str, ...] = ("osc2.level", "noise.level")
     pitch_weight: float | None = None
+    search_loudness: bool = False
+    pitched_scales: tuple[float, ...] = (0.8, 0.4)
+    pitched_slack: float = 0.2
     level: bool = True
     fold: bool = True
 
@@ -94,6 +109,9 @@ class PitchFirstConfig:
             raise ValueError(f"PitchFirstConfig.method must be one of {PP.METHODS}, got {self.method!r}")
         if self.pitch_weight is not None and not self.pitch_weight >= 0.0:
             raise ValueError(f"PitchFirstConfig.pitch_weight must be >= 0 or None, got {self.pitch_weight}")
+        if not all(0.0 <= x < 1.0 for x in self.pitched_scales) or not self.pitched_slack >= 0.0:
+            raise ValueError(f"PitchFirstConfig: pitched_scales must be in [0, 1) and pitched_slack >= 0, got "
+                             f"{self.pitched_scales}, {self.pitched_slack}")
         if self.compete_samples < 1:
             raise ValueError(f"compete_samples must be >= 1, got {self.compete_samples}")
 
@@ -107,6 +125,14 @@ def pitch_term_weight(matcher, pcfg: PitchFirstConfig, cfg: MatchConfig) -> floa
     if pcfg.pitch_weight is not None:
         return float(pcfg.pitch_weight)
     return float(getattr(matcher, "pitch_term_weight", 0.0))
+
+
+def loudness_after_gain(pcfg: PitchFirstConfig, module_mask) -> bool:
+    """Whether pitched targets are searched with the loudness term counting only what the output
+    gain cannot make up (``MatchConfig.loudness_after_gain``): where ``level`` sets the gain
+    after the search, the output module is unlocked, and ``search_loudness`` is off."""
+    return bool(pcfg.level and not pcfg.search_loudness
+                and np.asarray(module_mask, bool)[P.MODULES.index("output")])
 
 
 def target_pitch(target_audio, sample_rate: int, method: str = "auto") -> PP.NoteF0:
@@ -169,28 +195,77 @@ def _best_of(a_loss, a_terms, a_params, b_loss, b_terms, b_params):
         lambda x, y: pick(np.asarray(x), np.asarray(y)), a_terms, b_terms)
 
 
+QUIETER = ("noise.level", "osc2.level")  # what a pitched variant of a match turns down
+
+
+def quieter_variants(params01: np.ndarray, scales: tuple[float, ...]) -> np.ndarray:
+    """(T, 1 + len(scales), N): each match, then copies with the noise's and the second
+    oscillator's normalized levels times each of ``scales`` (the parameters with which the
+    timbre search covers a pitched target with noise or a chord)."""
+    x = np.asarray(params01, np.float32)
+    out = np.repeat(x[:, None], 1 + len(scales), axis=1)
+    for j, scale in enumerate(scales):
+        for name in QUIETER:
+            out[:, 1 + j, P.INDEX[name]] *= scale
+    return out
+
+
+def _losses_of(feats: Features, params01, target: Features, cfg: MatchConfig) -> np.ndarray:
+    """(T, V) totals of rendered variants with the loudness the output gain can make up left
+    out (``loudness_beyond_gain``): the level step that follows sets the gain."""
+    target_b = jax.tree.map(lambda v: jnp.asarray(v)[:, None], target)
+    terms = matching_loss(feats, target_b, cfg.weights)
+    excess = loudness_beyond_gain(jnp.asarray(params01), target_b.loudness_lufs - feats.loudness_lufs)
+    return np.asarray(terms.total + cfg.weights.loudness_lu * (excess - terms.loudness_lu))
+
+
 def match_level(target: Features, params01: np.ndarray, notes: np.ndarray, module_mask,
                 cfg: MatchConfig, target_f0_hz: np.ndarray | None = None, method: str = "yin",
-                tolerance_cents: float = 50.0) -> tuple[np.ndarray, np.ndarray, LossTerms]:
-    """Correct the match's pitch and level after the search (2 renders per target).
+                tolerance_cents: float = 50.0, pitched_scales: tuple[float, ...] = (),
+                pitched_slack: float = 0.0) -> tuple[np.ndarray, np.ndarray, LossTerms]:
+    """Correct the match's pitch and level after the search (2 renders per target, plus one per
+    entry of ``pitched_scales``).
 
     One render measures the match: where its note-level f0 is more than ``tolerance_cents`` from
     ``target_f0_hz`` (the timbre search can move the heard pitch with the second oscillator, the
     unison or the noise), the render note moves by the difference, which transposes the whole
     sound; the output gain moves by the loudness difference in LU (the gain is the last linear
     factor, so loudness moves dB for dB), clipped to its range. A second render gives the final
-    loss terms. Returns (params01, notes, terms); the gain stays where the output module is locked."""
+    loss terms. Returns (params01, notes, terms); the gain stays where the output module is locked.
+
+    ``pitched_scales``: where the target is pitched but the match reads unpitched or more than
+    ``tolerance_cents`` off (a search that copies a noisy target's noise, or its chord), the same
+    measuring render also hears the match with its noise and second oscillator turned down
+    (``quieter_variants``); the lowest-loss variant that reads within ``tolerance_cents`` of
+    the target's f0 replaces the match if its loss (without the loudness the gain makes up) is
+    at most ``1 + pitched_slack`` times the match's."""
     i = P.INDEX["output.gain_db"]
     spec = P.SPECS[i]
     x = np.asarray(params01, np.float32).copy()
     notes = np.asarray(notes, np.float32).copy()
-    audio, feats = render_params(x, cfg, notes)
+    t = x.shape[0]
+    variants = quieter_variants(x, pitched_scales if target_f0_hz is not None else ())
+    v = variants.shape[1]
+    audio, feats = render_params(variants.reshape(t * v, P.N_PARAMS), cfg, np.repeat(notes, v))
     if target_f0_hz is not None:
-        match_f0 = PP.estimate_note(np.asarray(audio), cfg.synth.sample_rate, method).f0_hz
-        off = PP.cents_between(np.where(np.isfinite(target_f0_hz), target_f0_hz, 1.0),
-                               np.where(np.isfinite(match_f0), match_f0, 1.0))
-        fix = np.isfinite(target_f0_hz) & np.isfinite(match_f0) & (np.abs(off) > tolerance_cents)
-        notes = np.where(fix, np.clip(notes + off / 100.0, 0.0, 127.0), notes).astype(np.float32)
+        ref = np.repeat(np.asarray(target_f0_hz, np.float64), v)
+        match_f0 = np.asarray(PP.estimate_note(np.asarray(audio), cfg.synth.sample_rate, method).f0_hz)
+        off = PP.cents_between(np.where(np.isfinite(ref), ref, 1.0), np.where(np.isfinite(match_f0), match_f0, 1.0))
+        off = np.where(np.isfinite(match_f0) & np.isfinite(ref), off, np.nan).reshape(t, v)
+        choice = np.zeros(t, np.int64)
+        if v > 1:
+            feats_tv = jax.tree.map(lambda a: jnp.asarray(a).reshape((t, v) + a.shape[1:]), feats)
+            loss = _losses_of(feats_tv, variants, target, cfg)
+            in_tune = np.abs(np.nan_to_num(off, nan=np.inf)) <= tolerance_cents
+            ok = in_tune[:, 1:] & (loss[:, 1:] <= loss[:, :1] * (1.0 + pitched_slack))
+            rescue = np.isfinite(np.asarray(target_f0_hz)) & ~in_tune[:, 0] & ok.any(axis=1)
+            choice = np.where(rescue, 1 + np.where(ok, loss[:, 1:], np.inf).argmin(axis=1), 0)
+            x = variants[np.arange(t), choice]
+        rows = np.arange(t) * v + choice
+        feats = jax.tree.map(lambda a: np.asarray(a)[rows], feats)
+        off = off[np.arange(t), choice]
+        fix = np.isfinite(off) & (np.abs(np.nan_to_num(off)) > tolerance_cents)
+        notes = np.where(fix, np.clip(notes + np.nan_to_num(off) / 100.0, 0.0, 127.0), notes).astype(np.float32)
     delta_db = np.asarray(target.loudness_lufs) - np.asarray(feats.loudness_lufs)
     if np.asarray(module_mask, bool)[P.MODULES.index("output")]:
         gain_db = np.asarray(P.denormalize(jnp.asarray(x)))[:, i] + np.nan_to_num(delta_db)
@@ -278,7 +353,7 @@ def pitch_first(matcher, pcfg: PitchFirstConfig = PitchFirstConfig()):
         pitched = np.asarray(note.pitched)
         k_compete, k_search, k_plain = jax.random.split(key, 3)
         budget = int(budget)
-        level_cost = 2 if pcfg.level else 0
+        level_cost = 2 + len(pcfg.pitched_scales) if pcfg.level else 0
         results = {}
         groups = []
         if pitched.any():
@@ -290,7 +365,8 @@ def pitch_first(matcher, pcfg: PitchFirstConfig = PitchFirstConfig()):
             if name == "pitched":
                 pcfg_match = replace(cfg, held=tuple(dict.fromkeys(cfg.held + PITCH_HELD + pcfg.also_held)),
                                      start_quiet=tuple(dict.fromkeys(cfg.start_quiet + pcfg.quiet_starts)),
-                                     pitch_weight=pitch_term_weight(matcher, pcfg, cfg))
+                                     pitch_weight=pitch_term_weight(matcher, pcfg, cfg),
+                                     loudness_after_gain=loudness_after_gain(pcfg, module_mask))
                 cands = candidate_notes(jax.tree.map(lambda v: np.asarray(v)[idx], note), cfg.note)
                 spent = 0
                 comp = None
@@ -341,7 +417,8 @@ def _assemble(results, t, target, module_mask, cfg, pcfg, level_cost, target_f0)
             getattr(best_terms, field)[idx] = x
     if pcfg.level:
         lev_params, notes_out, lev_terms = match_level(target, best_params, notes_out, module_mask, cfg,
-                                                       target_f0, pcfg.method)
+                                                       target_f0, pcfg.method, pitched_scales=pcfg.pitched_scales,
+                                                       pitched_slack=pcfg.pitched_slack)
         best_params = lev_params
         best_terms = jax.tree.map(np.asarray, lev_terms)
         renders = np.append(renders, renders[-1] + level_cost)
