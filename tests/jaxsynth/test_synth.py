@@ -151,6 +151,25 @@ def test_a_batch_rendered_in_chunks_equals_it_rendered_whole(batch, monkeypatch)
         assert diffs.max() < 5e-4 and np.median(diffs) < 1e-5, diffs
 
 
+
+def test_render_batch_map_hands_each_chunk_and_its_rows_to_the_consumer(batch, monkeypatch):
+    # render_batch_map: the consumer gets each CPU chunk's audio with the same rows of `extra`
+    # (here each sound's index and a per-sound scale) and its per-row results come back in the
+    # batch's order. 10 sounds in chunks of 4 (3 chunks of 4, 2 padded rows dropped), reordered
+    # by voice count: the returned indices must be 0..9 exactly, and the scaled audio within the
+    # batch-invariance bounds above of the batch rendered whole times the scale.
+    monkeypatch.setattr(synth, "CPU_BATCH_CHUNK", 4)
+    rows = slice(B - 10, B)
+    scale = np.linspace(0.5, 2.0, 10).astype(np.float32)
+    consume = lambda audio, index, s: (index, audio * s[:, None], jnp.full(index.shape, audio.shape[0]))
+    index, scaled, seen = jax.jit(lambda *a: synth.render_batch_map(consume, *a[:2], CFG, *a[2:5], a[5:]))(
+        batch["params"][rows], batch["keys"][rows], batch["notes"][rows], batch["vel"][rows],
+        batch["length"][rows], jnp.arange(10), jnp.asarray(scale))
+    np.testing.assert_array_equal(np.asarray(index), np.arange(10))
+    np.testing.assert_array_equal(np.asarray(seen), 4)  # the consumer saw chunks, not the batch
+    diffs = np.max(np.abs(np.asarray(scaled) - batch["audio"][rows] * scale[:, None]), axis=1)
+    assert diffs.max() < 2 * 5e-4 and np.median(diffs) < 2 * 1e-5, diffs
+
 # ----------------------------------------------------------------- determinism and noise
 
 def test_same_key_is_bit_identical_and_noise_follows_the_key():
