@@ -1,8 +1,8 @@
 """THE render -> analyse path of the agents, and THE render key.
 
 Every sound the agents hear (environment targets, start presets and steps, matcher candidates,
-policy observations, logged media) is rendered by ``jaxsynth.synth.render_batch`` with ONE
-fixed key per seed, ``render_key(seed)``, and analysed by ``jaxsynth.features.analyze``. With
+policy observations, logged media) is rendered by ``jaxsynth.synth.render_batch`` (the env
+step: ``synth.render_batch_map``, the same render chunk by chunk) with ONE fixed key per seed, ``render_key(seed)``, and analysed by ``jaxsynth.features.analyze``. With
 the key fixed, the unison start phases and the noise are the same for equal parameters, so a
 matching loss is a deterministic function of (params, target): a no-op edit earns exactly zero
 improvement and a synth-rendered target's own preset has loss 0.
@@ -13,9 +13,11 @@ Four forms of the same path:
   * ``render_analyze_chunked``: host side, fixed-size jitted chunks (one compilation for any
     number of presets), NumPy out (target banks, media);
   * ``env_render_features``: one env's render whose ``vmap`` renders the whole batch at once
-    (custom batching rule, below), for the gymnax-style env step that is written per env;
+    (custom batching rule, below), for the gymnax-style env step that is written per env (with
+    the CREPE terms on) and fresh targets;
   * ``env_render_loss``: the same, with the matching loss against a bank's cached target
-    computed inside the analysis' chunk loop, so that only small per-env results leave it.
+    computed inside the render's and the analysis' chunk loops, so that only small per-env
+    results leave them (the env step without CREPE terms, the default).
 """
 
 from __future__ import annotations
