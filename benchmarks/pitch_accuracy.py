@@ -5,6 +5,8 @@
 
 * ``yin``: ``jaxsynth.pitch.note_from_yin`` (pure JAX, no weights),
 * ``crepe``: ``jaxsynth.pitch.note_from_crepe`` (CREPE frames, octave-checked on YIN's d'),
+* ``pyin``: ``librosa.pyin`` (not in the default list; slow), median over its voiced frames,
+  an estimator from outside the repository,
 * ``crepe_median``: the plain median of CREPE's frame f0 over frames with confidence >= 0.5
   (no octave check), the baseline the note-level summary has to beat,
 
@@ -60,6 +62,20 @@ _YIN_NOTE = jax.jit(PP.note_from_yin, static_argnames="cfg")
 _CREPE_NOTE = jax.jit(PP.note_from_crepe, static_argnames="cfg")
 
 
+def pyin_note(audio: np.ndarray, cfg: PP.PitchConfig) -> float:
+    """librosa's probabilistic YIN (Mauch & Dixon 2014) with the same range and framing: the
+    median f0 over its voiced frames, NaN where fewer than ``min_voiced_fraction`` of the frames
+    are voiced. An estimator from outside this repository, to tell our estimators' slips from
+    what the audio's period is."""
+    import librosa  # noqa: PLC0415 (bench extra)
+
+    f0, voiced, _ = librosa.pyin(audio, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz, sr=cfg.sample_rate,
+                                 frame_length=cfg.frame_length, hop_length=cfg.hop_length)
+    if np.mean(voiced) < cfg.min_voiced_fraction:
+        return float("nan")
+    return float(440.0 * 2.0 ** (np.median(1200.0 * np.log2(f0[voiced] / 440.0)) / 1200.0))
+
+
 def estimate(method: str, audio: np.ndarray) -> tuple[np.ndarray, float]:
     """f0 (NaN = unpitched) per clip and the seconds per clip after compilation."""
     cfg = PP.PitchConfig()
@@ -68,6 +84,10 @@ def estimate(method: str, audio: np.ndarray) -> tuple[np.ndarray, float]:
     elif method == "crepe":
         w = C.load_weights(cfg.crepe_model)
         fn = lambda x: _CREPE_NOTE(x, w, cfg).f0_hz
+    elif method == "pyin":
+        t0 = time.perf_counter()
+        f0 = np.asarray([pyin_note(a, cfg) for a in audio])
+        return f0, (time.perf_counter() - t0) / len(audio)
     else:
         w = C.load_weights(cfg.crepe_model)
         fn = lambda x: _crepe_plain_median(x, w)
@@ -99,15 +119,19 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="yin,crepe,crepe_median")
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--worst", type=int, default=12)
+    ap.add_argument("--only", default=None, help="only notes whose file name contains this text")
     args = ap.parse_args(argv)
     sr, n = 22050, 11025
     rows, audio = load_set(args.notes, "all", sr, n)
+    if args.only:
+        keep = [i for i, r in enumerate(rows) if args.only in r["file"]]
+        rows, audio = [rows[i] for i in keep], audio[keep]
     truth = np.array([r["f0_hz"] for r in rows])
     splits = np.array([r["split"] for r in rows])
     results = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.processor() or platform.machine(),
                    load=load_avg(), jax=jax.__version__, notes=len(rows), methods={})
     for method in args.methods.split(","):
-        if method != "yin" and not PP.crepe_available():
+        if method not in ("yin", "pyin") and not PP.crepe_available():
             print(f"{method}: skipped, CREPE weights unavailable ({C.INSTALL_HINT})")
             continue
         f0, per_clip_s = estimate(method, audio)
