@@ -1,4 +1,4 @@
-"""Q3: what a pretrained perceptual embedding (CREPE) costs inside the fused program.
+"""What a pretrained perceptual embedding (CREPE) costs inside the fused program.
 
 Three measurements, each printed as one JSON line per figure (and optionally appended to a file):
 
