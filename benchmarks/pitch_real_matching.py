@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from make_real_notes import read_notes_csv  # noqa: E402
 from pitch_matching import harness_key  # noqa: E402
 
-from agents.evaluation.harness import run_matcher, wav_set  # noqa: E402
+from agents.evaluation.harness import cents_off, run_matcher, wav_set  # noqa: E402
 from agents.search.cmaes import cmaes_match  # noqa: E402
 from agents.search.common import MatchConfig, render_params  # noqa: E402
 from agents.search.gradient import grad_match  # noqa: E402
@@ -48,12 +48,7 @@ from jaxsynth.synth import SynthConfig  # noqa: E402
 OFF_CENTS = 50.0
 
 
-def errors_cents(f0_hz, reference_hz) -> np.ndarray:
-    """|cents| of ``f0_hz`` from the reference; an unpitched reading (NaN) counts as 1,200."""
-    f0 = np.asarray(f0_hz, np.float64)
-    ref = np.asarray(reference_hz, np.float64)
-    err = np.abs(PP.cents_between(np.where(np.isfinite(f0), f0, 1.0), ref))
-    return np.where(np.isfinite(f0), err, 1200.0)
+errors_cents = cents_off  # |cents| from the played note; an unpitched reading counts 1,200
 
 
 def choose_files(rows: list[dict], listed: list[str], sample: int, seed: int) -> list[str]:

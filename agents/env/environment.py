@@ -271,6 +271,7 @@ class SynthMatchEnv:
         cfg, bank = self.config, params.bank
         new_params01, applied, allowed = apply_action(state.params01, action, params.stage,
                                                       params.max_delta, cfg.discrete)
+        table = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), bank.features)  # flat targets
         if perceptual_on(cfg.loss_weights):  # CREPE terms: the target's are cached in the bank
             feats, audio = env_render_features(cfg.synth, cfg.features, cfg.note, cfg.velocity, True)(
                 new_params01, bank.render_key)
@@ -280,12 +281,10 @@ class SynthMatchEnv:
                                        perceptual_analyze(audio, bank.crepe_weights, pcfg),
                                        bank.target_perceptual(state.target_index), pcfg)
         else:  # the loss inside the analysis' chunk loop, targets gathered per chunk
-            table = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), bank.features)
             feats, loss_terms = env_render_loss(cfg.synth, cfg.features, cfg.note, cfg.velocity,
                                                 cfg.loss_weights)(
                 new_params01, bank.render_key, table, state.target_index)
-        target_stats = jax.tree.map(lambda x: x.reshape(-1)[state.target_index],
-                                    AudioStats.from_features(bank.features))
+        target_stats = jax.tree.map(lambda x: x[state.target_index], AudioStats.from_features(table))
         lam = effective_lambda(state, params)
         terms = reward(loss_terms.total, state.loss, state.best_loss, AudioStats.from_features(feats),
                        target_stats, applied, lam, cfg.reward)

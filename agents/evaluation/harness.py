@@ -151,8 +151,15 @@ def f0_error_cents(match_audio, reference_f0_hz, sample_rate: int, method: str) 
     reference f0 (the played note, or the true preset's estimated f0); an unpitched match
     against a pitched reference counts as 1,200 cents (an octave, i.e. wrong); NaN where the
     reference is unknown or unpitched."""
+    return cents_off(estimate_note(np.asarray(match_audio, np.float32), sample_rate, method).f0_hz,
+                     reference_f0_hz)
+
+
+def cents_off(f0_hz, reference_f0_hz) -> np.ndarray:
+    """|cents| of note-level f0s from their references; an unpitched reading (NaN) counts as
+    1,200 cents, an unknown or unpitched reference gives NaN."""
     ref = np.asarray(reference_f0_hz, np.float64)
-    f0 = np.asarray(estimate_note(np.asarray(match_audio, np.float32), sample_rate, method).f0_hz, np.float64)
+    f0 = np.asarray(f0_hz, np.float64)
     err = np.abs(1200.0 * np.log2(np.where(np.isfinite(f0), f0, 1.0) / np.where(np.isfinite(ref), ref, 1.0)))
     err = np.where(np.isfinite(f0), err, 1200.0)
     return np.where(np.isfinite(ref), err, np.nan)

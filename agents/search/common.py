@@ -165,6 +165,14 @@ def loudness_beyond_gain(params01: Float[Array, "*b n_params"], delta_lu: Float[
     return jnp.maximum(wanted - spec.high, 0.0) + jnp.maximum(spec.low - wanted, 0.0)
 
 
+def total_after_gain(terms: LossTerms, params01: Float[Array, "*b n_params"], loudness_lufs: Float[Array, "*b"],
+                     target_loudness_lufs: Float[Array, "*b"], weights) -> Float[Array, "*b"]:
+    """``terms.total`` with its loudness term counting only the shortfall the output gain cannot
+    make up (``loudness_beyond_gain``) instead of the whole loudness difference."""
+    excess = loudness_beyond_gain(params01, target_loudness_lufs - loudness_lufs)
+    return terms.total + weights.loudness_lu * (excess - terms.loudness_lu)
+
+
 def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
                      cfg: MatchConfig, notes: Float[Array, "T"] | None = None) -> LossTerms:
     """Loss terms of ``C`` candidates for each of ``T`` targets, rendered as ONE batch of T*C.
@@ -181,8 +189,8 @@ def candidate_losses(params01: Float[Array, "T C n_params"], target: Features,
     target_b = jax.tree.map(lambda x: x[:, None], target)
     terms = matching_loss(feats, target_b, cfg.weights)
     if cfg.loudness_after_gain:
-        excess = loudness_beyond_gain(params01, target_b.loudness_lufs - feats.loudness_lufs)
-        terms = terms._replace(total=terms.total + cfg.weights.loudness_lu * (excess - terms.loudness_lu))
+        terms = terms._replace(total=total_after_gain(terms, params01, feats.loudness_lufs,
+                                                      target_b.loudness_lufs, cfg.weights))
     if cfg.pitch_weight == 0 or notes is None:
         return terms
     pcfg = PP.PitchConfig(sample_rate=cfg.synth.sample_rate)

@@ -53,10 +53,9 @@ from agents.search.common import (
     MatchConfig,
     MatchResult,
     evaluate_candidates,
-    expand,
     free_indices,
-    loudness_beyond_gain,
     render_params,
+    total_after_gain,
 )
 from jaxsynth import params as P
 from jaxsynth import pitch as PP
@@ -212,11 +211,11 @@ def quieter_variants(params01: np.ndarray, scales: tuple[float, ...]) -> np.ndar
 
 def _losses_of(feats: Features, params01, target: Features, cfg: MatchConfig) -> np.ndarray:
     """(T, V) totals of rendered variants with the loudness the output gain can make up left
-    out (``loudness_beyond_gain``): the level step that follows sets the gain."""
+    out (``total_after_gain``): the level step that follows sets the gain."""
     target_b = jax.tree.map(lambda v: jnp.asarray(v)[:, None], target)
     terms = matching_loss(feats, target_b, cfg.weights)
-    excess = loudness_beyond_gain(jnp.asarray(params01), target_b.loudness_lufs - feats.loudness_lufs)
-    return np.asarray(terms.total + cfg.weights.loudness_lu * (excess - terms.loudness_lu))
+    return np.asarray(total_after_gain(terms, jnp.asarray(params01), feats.loudness_lufs,
+                                       target_b.loudness_lufs, cfg.weights))
 
 
 def match_level(target: Features, params01: np.ndarray, notes: np.ndarray, module_mask,
