@@ -116,7 +116,10 @@ def test_env_render_loss_in_chunks_equals_the_loss_of_the_whole_batch(tiny_env_c
     # env_render_features; one table per seed (a vmap over banks) gathers each env's target
     nested = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None, None, 0)), in_axes=(0, None, None, 0)))
     _, t_nested = nested(jnp.asarray(x).reshape(2, 3, -1), key, table, index.reshape(2, 3))
-    np.testing.assert_array_equal(np.asarray(t_nested.total).reshape(6), np.asarray(terms.total))
+    # two compiled programs (the nested vmap adds reshapes around the same batch, which may fuse
+    # differently on another CPU): the bounds above, not bit equality
+    np.testing.assert_allclose(np.asarray(t_nested.total).reshape(6), np.asarray(terms.total),
+                               rtol=1e-4, atol=1e-5)
     tables = jax.tree.map(lambda t: jnp.stack([t, t[::-1]]), table)  # bank 1 lists targets reversed
     per_bank = jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, None, None, 0)), in_axes=(0, None, 0, 0)))
     _, t_banks = per_bank(jnp.asarray(x).reshape(2, 3, -1), key, tables,

@@ -395,8 +395,10 @@ def test_step_with_the_loss_in_analysis_chunks_equals_the_unchunked_step(bank):
         steps[chunk] = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(
             _keys(22), state, _random_actions(5), p)
     (obs_c, st_c, r_c, _, _, info_c), (obs_1, st_1, r_1, _, _, info_1) = steps[4], steps[None]
-    np.testing.assert_array_equal(np.asarray(info_c["next_params01"]),
-                                  np.asarray(info_1["next_params01"]))
+    # the edit does not depend on the analysis' chunking; two compiled programs may contract a
+    # multiply-add differently (<= 1 float32 ulp, ~6e-8 below 1), a wrong edit moves >= 1e-3
+    np.testing.assert_allclose(np.asarray(info_c["next_params01"]),
+                               np.asarray(info_1["next_params01"]), rtol=0, atol=1e-6)
     for got, want in zip(info_c["loss_terms"], info_1["loss_terms"]):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(r_c), np.asarray(r_1), rtol=1e-4, atol=1e-4)

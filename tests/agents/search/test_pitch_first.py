@@ -236,7 +236,9 @@ def test_search_total_ignores_loudness_the_gain_can_make_up():
     plain = evaluate_candidates(cands, tfeat, CFG)
     after = evaluate_candidates(cands, tfeat, replace(CFG, loudness_after_gain=True))
     lu = float(plain.loudness_lu[0, 0])
-    assert 5.5 < lu < 6.5 and float(after.loudness_lu[0, 0]) == lu
+    # the reported term stays the whole difference (two compiled programs: float32 rounding of a
+    # ~6 LU value, ~1e-6; the shortfall the gain cannot make up would be 0 here)
+    assert 5.5 < lu < 6.5 and abs(float(after.loudness_lu[0, 0]) - lu) < 1e-4
     spectral = float(plain.total[0, 0]) - 0.1 * lu
     np.testing.assert_allclose(float(after.total[0, 0]), spectral, atol=1e-5)  # float32 sums of the same terms
     assert float(plain.total[0, 0]) > float(after.total[0, 0]) + 0.5
