@@ -48,6 +48,29 @@ def harness_key(seed: int, set_index: int, budget: int, matcher: str):
                               zlib.crc32(matcher.encode()) & 0x7FFFFFFF)
 
 
+def add_level_step_options(ap: argparse.ArgumentParser) -> None:
+    """The level step's in-tune copies (``PitchFirstConfig.pitched_*``), shared with
+    ``pitch_real_matching.py``."""
+    ap.add_argument("--pitched-scales", default=None,
+                    help="comma-separated PitchFirstConfig.pitched_scales ('' = none; default: the config's)")
+    ap.add_argument("--pitched-slack", default=None,
+                    help="PitchFirstConfig.pitched_slack: a float, or 'none' for no limit (default: the config's)")
+    ap.add_argument("--no-pitched-floor", action="store_true",
+                    help="the copies leave the first oscillator's level alone (PitchFirstConfig.pitched_floor=False)")
+
+
+def level_step_config(pcfg: PitchFirstConfig, args) -> PitchFirstConfig:
+    """``pcfg`` with the options of ``add_level_step_options`` applied."""
+    if args.pitched_scales is not None:
+        pcfg = replace(pcfg, pitched_scales=tuple(float(v) for v in args.pitched_scales.split(",") if v))
+    if args.pitched_slack is not None:
+        slack = args.pitched_slack.strip().lower()
+        pcfg = replace(pcfg, pitched_slack=None if slack == "none" else float(slack))
+    if args.no_pitched_floor:
+        pcfg = replace(pcfg, pitched_floor=False)
+    return pcfg
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--matcher", default="grad", choices=("random", "cmaes", "grad"))
@@ -64,9 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--search-loudness", action="store_true",
                     help="pitched targets are searched with the loudness term (PitchFirstConfig."
                          "search_loudness, the behaviour before the search left it to the level step)")
-    ap.add_argument("--pitched-scales", default=None,
-                    help="comma-separated PitchFirstConfig.pitched_scales ('' = none; default: the config's)")
-    ap.add_argument("--pitched-slack", type=float, default=None)
+    add_level_step_options(ap)
     ap.add_argument("--json", default=None)
     ap.add_argument("--npz", default=None,
                     help="also save the matches (best_params01, render notes) and the targets' true presets")
@@ -74,10 +95,7 @@ def main(argv=None) -> int:
     base = MatchConfig(synth=SynthConfig(duration_s=0.5))
     pcfg = PitchFirstConfig(method=args.pitch_method, pitch_weight=args.pitch_weight,
                             search_loudness=args.search_loudness)
-    if args.pitched_scales is not None:
-        pcfg = replace(pcfg, pitched_scales=tuple(float(v) for v in args.pitched_scales.split(",") if v))
-    if args.pitched_slack is not None:
-        pcfg = replace(pcfg, pitched_slack=args.pitched_slack)
+    pcfg = level_step_config(pcfg, args)
     if args.loud_starts:
         pcfg = replace(pcfg, quiet_starts=())
     search = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}[args.matcher]
@@ -109,7 +127,8 @@ def main(argv=None) -> int:
         print(f"{i:6d} {ref[i]:7.1f} {got[i]:9.1f} {e} {notes[i]:5.1f} {total[i]:6.3f} | {pairs}")
     summary = dict(matcher=args.matcher, n=args.n, seed=args.seed, budget=args.budget,
                    pitch_weight=weight, quiet_starts=list(pcfg.quiet_starts), search_loudness=pcfg.search_loudness,
-                   pitched_scales=list(pcfg.pitched_scales), pitched_slack=pcfg.pitched_slack, pitched_targets=int(known.sum()),
+                   pitched_scales=list(pcfg.pitched_scales), pitched_slack=pcfg.pitched_slack,
+                   pitched_floor=pcfg.pitched_floor, pitched_targets=int(known.sum()),
                    f0_error_median_cents=float(np.median(err[known])) if known.any() else float("nan"),
                    f0_off_50c=int(np.sum(err[known] > 50.0)),
                    total_median=float(np.median(total)), log_mel_l1_median=float(np.median(log_mel)),

@@ -5,7 +5,8 @@
 ``benchmarks/make_real_notes.py`` (all of them, the files named in ``--files`` (one name a
 line), and/or ``--sample`` more drawn at random with ``--sample-seed``) with the pitch-first
 matcher of ``agents.evaluation.registry.build_matchers`` (as ``python -m agents.evaluate
---wav-dir``; ``--search-loudness`` and ``--pitched-scales`` change its ``PitchFirstConfig``), in batches of ``--batch`` notes (the harness holds every target of a call in one
+--wav-dir``; ``--search-loudness``, ``--pitched-scales``, ``--pitched-slack`` and ``--no-pitched-floor``
+change its ``PitchFirstConfig``), in batches of ``--batch`` notes (the harness holds every target of a call in one
 batch; 594 notes asked for 28 GB), and writes one CSV row per note: instrument, family,
 soundfont, split, the played note's f0, the target's note-level f0 (``estimate_note``, the
 harness's estimator) and the match's, both errors against the played note in cents (an
@@ -25,7 +26,6 @@ import csv
 import os
 import sys
 import time
-from dataclasses import replace
 
 import jax
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from make_real_notes import read_notes_csv  # noqa: E402
-from pitch_matching import harness_key  # noqa: E402
+from pitch_matching import add_level_step_options, harness_key, level_step_config  # noqa: E402
 
 from agents.evaluation.harness import cents_off, run_matcher, wav_set  # noqa: E402
 from agents.search.cmaes import cmaes_match  # noqa: E402
@@ -150,8 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="runs/pitch_real_subset", help="scratch folder of symlinks")
     ap.add_argument("--search-loudness", action="store_true",
                     help="PitchFirstConfig.search_loudness (the search pays for the whole loudness difference)")
-    ap.add_argument("--pitched-scales", default=None,
-                    help="comma-separated PitchFirstConfig.pitched_scales ('' = none; default: the config's)")
+    add_level_step_options(ap)
     ap.add_argument("--csv", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--breakdown", nargs="+", default=None,
@@ -169,8 +168,7 @@ def main(argv=None) -> int:
     files = choose_files(list(rows.values()), listed, args.sample, args.sample_seed)
     cfg = MatchConfig(synth=SynthConfig(duration_s=0.5))
     pcfg = PitchFirstConfig(method=args.pitch_method, search_loudness=args.search_loudness)
-    if args.pitched_scales is not None:
-        pcfg = replace(pcfg, pitched_scales=tuple(float(v) for v in args.pitched_scales.split(",") if v))
+    pcfg = level_step_config(pcfg, args)
     search = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}[args.matcher]
     matcher = pitch_first(search, pcfg)  # as agents.evaluation.registry.build_matchers
     key = harness_key(args.seed, 1, args.budget, args.matcher)
@@ -205,7 +203,8 @@ def main(argv=None) -> int:
             print(f"{r['file']:40s} {r['target_err_c']:9.0f} {r['match_err_c']:9.0f} {r['target_f0_hz']:9.1f} "
                   f"{r['match_f0_hz']:9.1f} {r['played_hz']:7.1f}")
     summary = dict(matcher=args.matcher, budget=args.budget, search_loudness=pcfg.search_loudness,
-                   pitched_scales=list(pcfg.pitched_scales), seed=args.seed, notes=len(out_rows),
+                   pitched_scales=list(pcfg.pitched_scales), pitched_slack=pcfg.pitched_slack,
+                   pitched_floor=pcfg.pitched_floor, seed=args.seed, notes=len(out_rows),
                    estimator_off=int(np.sum(est > OFF_CENTS)), match_off=int(np.sum(got > OFF_CENTS)),
                    match_off_share=float(np.mean(got > OFF_CENTS)),
                    match_err_median_c=float(np.median(got)),

@@ -66,3 +66,24 @@ def test_breakdown_separates_estimator_and_match_misses(tmp_path, capsys):
     assert "run0: 2 off (66.7 %): 1 also off for the estimator, 1 only the match" in out
     assert "run1: 2 off (66.7 %): 1 also off for the estimator, 1 only the match" in out
     assert "sf__organ__n1.wav" in out and "sf__organ__n2.wav" in out and "sf__organ__n0.wav" not in out
+
+
+def test_level_step_options_set_the_pitch_first_config():
+    """``--pitched-scales``, ``--pitched-slack`` (a float or 'none') and ``--no-pitched-floor`` of
+    both pitch benchmarks reach ``PitchFirstConfig``; without them it is the config's default."""
+    import argparse
+
+    from agents.search.pitch_first import PitchFirstConfig
+    from benchmarks.pitch_matching import add_level_step_options, level_step_config
+
+    ap = argparse.ArgumentParser()
+    add_level_step_options(ap)
+    default = PitchFirstConfig(method="yin")
+    assert level_step_config(default, ap.parse_args([])) == default
+    got = level_step_config(default, ap.parse_args(["--pitched-scales", "0.8,0.4", "--pitched-slack", "0.2",
+                                                    "--no-pitched-floor"]))
+    assert (got.pitched_scales, got.pitched_slack, got.pitched_floor) == ((0.8, 0.4), 0.2, False)
+    none = level_step_config(got, ap.parse_args(["--pitched-scales", "", "--pitched-slack", "None"]))
+    assert none.pitched_scales == () and none.pitched_slack is None and none.pitched_floor is False
+    with pytest.raises(ValueError):
+        level_step_config(default, ap.parse_args(["--pitched-slack", "-1"]))

@@ -289,6 +289,27 @@ def test_quieter_variants_turn_down_only_the_noise_and_the_second_oscillator():
     np.testing.assert_array_equal(v[:, 1:, others], np.repeat(x[:, None, others], 2, axis=1))
 
 
+def test_quieter_variants_with_floor_move_level_to_the_first_oscillator():
+    """With ``floor``, a copy's first-oscillator level is at least ``1 - scale`` times the louder
+    of the noise and the second oscillator (before they were turned down), never lowered; the
+    other parameters are as without it."""
+    from agents.search.pitch_first import TONE, quieter_variants
+
+    x = np.stack([preset(**{"noise.level": 0.8, "osc2.level": 0.5, "osc1.level": 0.0}),
+                  preset(**{"noise.level": 0.2, "osc2.level": 0.6, "osc1.level": 0.9})])
+    scales = (0.5, 0.0)
+    v, plain = quieter_variants(x, scales, floor=True), quieter_variants(x, scales)
+    tone = P.INDEX[TONE]
+    louder = np.maximum(x[:, P.INDEX["noise.level"]], x[:, P.INDEX["osc2.level"]])
+    for j, scale in enumerate(scales):
+        np.testing.assert_allclose(v[:, 1 + j, tone], np.maximum(x[:, tone], (1.0 - scale) * louder), rtol=1e-6)
+    assert v[0, 1, tone] > 0.0 and v[0, 2, tone] == pytest.approx(x[0, P.INDEX["noise.level"]])
+    assert v[1, 1, tone] == x[1, tone]  # already louder: left alone
+    rest = [j for j in range(P.N_PARAMS) if j != tone]
+    np.testing.assert_array_equal(v[..., rest], plain[..., rest])
+    np.testing.assert_array_equal(v[:, 0], x)
+
+
 def test_level_step_prefers_an_in_tune_variant_only_within_the_slack():
     """A pitched target (a saw at A3) and a match that is the same saw drowned in noise (read
     unpitched): the level step's variant without the noise reads at the target's f0 and sounds
@@ -319,6 +340,56 @@ def test_level_step_prefers_an_in_tune_variant_only_within_the_slack():
     x0, _, _ = match_level(tfeat, matches, notes, FULL, CFG, target_f0, "yin")
     np.testing.assert_array_equal(x0[:, noise], matches[:, noise])
     # the slack is what keeps the noisy target's match: with any loss allowed, it is replaced too
-    x_any, _, _ = match_level(tfeat, matches, notes, FULL, CFG, target_f0, "yin", pitched_scales=(0.0,),
-                              pitched_slack=1e6)
-    assert x_any[1, noise] == 0.0 and x_any[2, noise] == drowned[noise]
+    for slack in (1e6, None):  # None: no limit, what PitchFirstConfig uses by default
+        x_any, _, _ = match_level(tfeat, matches, notes, FULL, CFG, target_f0, "yin", pitched_scales=(0.0,),
+                                  pitched_slack=slack)
+        assert x_any[1, noise] == 0.0 and x_any[2, noise] == drowned[noise]
+
+
+def test_level_step_floor_gives_a_pure_noise_match_a_tone():
+    """A pitched target (a saw at A3) matched by pure noise (first oscillator at 0, read
+    unpitched): turning the noise down leaves silence, so only the copy that also moves level
+    to the first oscillator (``pitched_floor``) reads a pitch, and it reads the target's."""
+    from agents.search.pitch_first import match_level
+
+    saw = preset(**{"osc1.coarse_st": "-3", "osc1.shape": 1.0, "output.gain_db": -10.0})
+    noise_only = preset(**{"osc1.coarse_st": "-3", "osc1.shape": 1.0, "osc1.level": 0.0, "noise.level": 1.0,
+                           "output.gain_db": -10.0})
+    _, tfeat = render_params(saw[None], CFG)
+    f0 = np.asarray([PP.midi_to_hz(57.0)])
+    notes = np.full(1, CFG.note, np.float32)
+    x0, n0, _ = match_level(tfeat, noise_only[None], notes, FULL, CFG, f0, "yin", pitched_scales=(0.4, 0.0))
+    assert x0[0, P.INDEX["osc1.level"]] == 0.0 and n0[0] == CFG.note  # no copy reads a pitch: kept
+    x, n, _ = match_level(tfeat, noise_only[None], notes, FULL, CFG, f0, "yin", pitched_scales=(0.4, 0.0),
+                          pitched_floor=True)
+    assert x[0, P.INDEX["osc1.level"]] > 0.5 and x[0, P.INDEX["noise.level"]] < noise_only[P.INDEX["noise.level"]]
+    out, _ = render_params(x, CFG, n)
+    got = target_pitch(np.asarray(out), SR, "yin")
+    assert abs(float(PP.cents_between(got.f0_hz[0], f0[0]))) < 50.0
+
+
+def test_level_step_transposes_the_copy_that_reads_a_pitch():
+    """A match read unpitched (a saw an octave above the target's A3, drowned in noise) whose
+    quieter copy reads a pitch an octave off: no copy is in tune, so the copy that reads a pitch
+    is taken and its render note moves by the octave; the result reads the target's f0. Before,
+    only the match itself could be transposed, and an unpitched match was kept as it was."""
+    from agents.search.pitch_first import match_level
+
+    saw = preset(**{"osc1.coarse_st": "-3", "osc1.shape": 1.0, "output.gain_db": -10.0})
+    drowned_up = preset(**{"osc1.coarse_st": "9", "osc1.shape": 1.0, "osc1.level": 0.25, "noise.level": 1.0,
+                           "output.gain_db": -10.0})
+    _, tfeat = render_params(saw[None], CFG)
+    audio, _ = render_params(drowned_up[None], CFG)
+    assert not bool(np.asarray(target_pitch(np.asarray(audio), SR, "yin").pitched)[0])
+    f0 = np.asarray([PP.midi_to_hz(57.0)])
+    notes = np.full(1, CFG.note, np.float32)
+    x, n, _ = match_level(tfeat, drowned_up[None], notes, FULL, CFG, f0, "yin", pitched_scales=(0.0,))
+    assert x[0, P.INDEX["noise.level"]] == 0.0
+    assert n[0] == pytest.approx(CFG.note - 12.0, abs=0.5)
+    out, _ = render_params(x, CFG, n)
+    got = target_pitch(np.asarray(out), SR, "yin")
+    assert abs(float(PP.cents_between(got.f0_hz[0], f0[0]))) < 50.0
+    # without copies nothing reads a pitch: the unpitched match is kept at its note
+    x_s, n_s, _ = match_level(tfeat, drowned_up[None], notes, FULL, CFG, f0, "yin")
+    np.testing.assert_array_equal(x_s[0, P.INDEX["noise.level"]], drowned_up[P.INDEX["noise.level"]])
+    assert n_s[0] == CFG.note
