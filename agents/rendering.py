@@ -31,7 +31,7 @@ from jaxtyping import Array, Float
 
 from jaxsynth import params as P
 from jaxsynth.features import FeatureConfig, Features, analyze, analyze_flat, map_in_chunks
-from jaxsynth.losses import LossWeights, matching_loss
+from jaxsynth.losses import LossWeights, matching_loss, mrstft_norms
 from jaxsynth.synth import SynthConfig, render_batch, render_batch_map
 
 RENDER_STREAM = 3  # fold_in tag of the render key's stream (targets and starts use others)
@@ -133,9 +133,10 @@ def env_render_loss(synth: SynthConfig, features: FeatureConfig, note: float, ve
         raise ValueError("env_render_loss computes no CREPE terms; use env_render_features and "
                          "perceptual.analyze when crepe_embedding or pitch_posterior_cents is on")
 
-    def analyze_and_score(clips, targets):
+    def analyze_and_score(clips, targets, target_norms=None):
         feats = analyze_flat(clips, features)
-        return feats._replace(mrstft_mag=()), matching_loss(feats, targets, weights)
+        return feats._replace(mrstft_mag=()), matching_loss(feats, targets, weights,
+                                                             target_mrstft_norms=target_norms)
 
     def batch(params01, keys, table, index, table_batched: bool):
         lead = params01.shape[:-1]
@@ -147,7 +148,11 @@ def env_render_loss(synth: SynthConfig, features: FeatureConfig, note: float, ve
             score = analyze_and_score
         else:
             targets = index  # gathered per chunk, inside the loop
-            score = lambda clips, i: analyze_and_score(clips, jax.tree.map(lambda t: t[i], table))
+            # the targets' spectral-convergence denominators, once per table row instead of
+            # once per env (each costs a pass over the target's magnitudes)
+            norms = mrstft_norms(table.mrstft_mag)
+            score = lambda clips, i: analyze_and_score(
+                clips, jax.tree.map(lambda t: t[i], table), tuple(n[i] for n in norms))
         chunk = features.batch_chunk
 
         def consume(audio, targets):  # one render chunk's clips, in analysis chunks

@@ -52,9 +52,10 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxsynth.loudness import (ABSOLUTE_GATE_LUFS, LUFS_OFFSET_DB, RELATIVE_GATE_LU,  # noqa: F401
-                               _loudness_lufs, check_audio, is_traced, loudness_from_power,
-                               k_weight, k_weighting_coeffs, k_weighting_impulse_response,
-                               loudness_blocks, loudness_lufs)
+                               _gated_loudness, _loudness_lufs, check_audio, is_traced,
+                               loudness_from_power, k_weight, k_weighting_coeffs,
+                               k_weighting_impulse_response, k_weighting_power_response,
+                               loudness_blocks, loudness_lufs, stft_block_weights)
 from jaxsynth.loudness import loudness_gain_db as _gain_to_reference_db
 
 
@@ -215,6 +216,19 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
+def main_band_matrix(cfg: FeatureConfig) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels + 2): the mel filterbank, a column of ones and the K-weighted
+    Parseval column of ``loudness.loudness_from_power``, so that one product of the main power
+    spectrogram gives the mel-band power, each frame's energy and its K-weighted energy
+    (three passes over the spectrogram in one)."""
+    bin_weight = np.full(cfg.n_fft // 2 + 1, 2.0 / cfg.n_fft, np.float32)  # one-sided, Parseval
+    bin_weight[0] = bin_weight[-1] = 1.0 / cfg.n_fft
+    k_column = k_weighting_power_response(cfg.sample_rate, cfg.n_fft) * bin_weight
+    ones = np.ones(cfg.n_fft // 2 + 1, np.float32)
+    return np.concatenate([mel_filterbank(cfg), ones[:, None], k_column[:, None]], axis=1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
 def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
     """(n_mels, n_mfcc) orthonormal DCT-II (``scipy.fft.dct(type=2, norm="ortho")``)."""
     n = np.arange(n_mels)
@@ -341,8 +355,9 @@ def centroid_from_mag(mag: Float[Array, "*batch frames bins"],
     """Per-frame spectral centroid in Hz (librosa.feature.spectral_centroid on magnitudes)."""
     n_fft = 2 * (mag.shape[-1] - 1)
     freqs_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate).astype(np.float32)
-    total = jnp.sum(mag, axis=-1)
-    return (mag @ freqs_hz) / jnp.maximum(total, 1e-30)
+    # the weighted and the plain sum in one product: one pass over the magnitudes
+    sums = mag @ np.stack([freqs_hz, np.ones_like(freqs_hz)], axis=1)
+    return sums[..., 0] / jnp.maximum(sums[..., 1], 1e-30)
 
 
 def spectral_centroid_hz(audio: Float[Array, "*batch samples"],
@@ -404,30 +419,39 @@ def analyze_flat(audio: Float[Array, "batch samples"], cfg: FeatureConfig) -> Fe
 
 def _analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig) -> Features:
     resolutions = tuple(dict.fromkeys(((cfg.n_fft, cfg.hop_length),) + cfg.mrstft_resolutions))
+    main = cfg.n_fft, cfg.hop_length
     stft = lambda x, n_fft, hop: _stft_power(x, n_fft, hop, cfg.pad_mode, cfg.dft)
     if cfg.loudness_from_stft:
         # the STFT is linear: spectra of the raw clip times the normalising power gain are the
-        # spectra of the normalised clip, and the main one also gives the loudness
+        # spectra of the normalised clip. One product of the raw main spectrogram gives the
+        # K-weighted frame energy (the loudness, as loudness_from_power), the mel-band power and
+        # the frame energy; the last two are scaled by the gain afterwards (a per-clip constant)
         raw = {r: stft(audio, *r) for r in resolutions}
-        loud = loudness_from_power(raw[cfg.n_fft, cfg.hop_length], cfg.num_samples, cfg.sample_rate,
-                                   cfg.n_fft, cfg.hop_length, cfg.loudness_floor_lufs)
+        bands = raw[main] @ main_band_matrix(cfg)
+        block_ms = bands[..., cfg.n_mels + 1] @ stft_block_weights(cfg.num_samples, cfg.sample_rate,
+                                                                   cfg.n_fft, cfg.hop_length)
+        loud = _gated_loudness(block_ms, cfg.loudness_floor_lufs)
         gain_db = loudness_gain_db(loud, cfg)
         power_gain = (10.0 ** (gain_db / 10.0))[..., None, None]
-        powers = {r: p * power_gain for r, p in raw.items()}
+        mel = bands[..., :cfg.n_mels] * power_gain
+        energy = bands[..., cfg.n_mels] * power_gain[..., 0]
+        mags = {r: magnitude(p * power_gain, cfg.mag_eps) for r, p in raw.items()}
     else:
         loud = _loudness_lufs(audio, cfg.sample_rate, cfg.loudness_floor_lufs,
                               "scan" if cfg.k_weighting == "scan" else "fir")
         gain_db = loudness_gain_db(loud, cfg)
         normalized = audio * (10.0 ** (gain_db / 20.0))[..., None]
         powers = {r: stft(normalized, *r) for r in resolutions}
-    main_power = powers[cfg.n_fft, cfg.hop_length]
-    mel_db = power_to_db(mel_power(main_power, cfg), cfg.log_floor_db)
+        mel = mel_power(powers[main], cfg)
+        energy = jnp.sum(powers[main], axis=-1)
+        mags = {r: magnitude(p, cfg.mag_eps) for r, p in powers.items()}
+    mel_db = power_to_db(mel, cfg.log_floor_db)
     return Features(
         log_mel=mel_db,
         mfcc=mfcc_from_log_mel(mel_db, cfg.n_mfcc),
-        centroid_hz=centroid_from_mag(magnitude(main_power, cfg.mag_eps), cfg.sample_rate),
-        frame_energy=jnp.sum(main_power, axis=-1),
-        mrstft_mag=tuple(magnitude(powers[r], cfg.mag_eps) for r in cfg.mrstft_resolutions),
+        centroid_hz=centroid_from_mag(mags[main], cfg.sample_rate),
+        frame_energy=energy,
+        mrstft_mag=tuple(mags[r] for r in cfg.mrstft_resolutions),
         loudness_lufs=loud,
         gain_db=gain_db,
         peak=jnp.max(jnp.abs(audio), axis=-1),

@@ -92,10 +92,22 @@ def _safe_norm(x: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:
     return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=(-2, -1)), _TINY))
 
 
+def mrstft_norms(mags: tuple[Float[Array, "*batch f b"], ...]) -> tuple[Float[Array, "*batch"], ...]:
+    """||target||_F of each MR-STFT magnitude: the denominators of the spectral convergence, a
+    property of the target alone. A caller that scores many predictions against a few cached
+    targets (the environment's bank) computes them once per target and passes them as
+    ``target_norms``/``target_mrstft_norms``, so that each score reads every target magnitude
+    once less."""
+    return tuple(_safe_norm(m) for m in mags)
+
+
 def spectral_convergence(pred_mag: Float[Array, "*batch f b"],
-                         target_mag: Float[Array, "*batch f b"]) -> Float[Array, "*batch"]:
-    """||target - pred||_F / ||target||_F (Arik et al. 2018; auraloss SpectralConvergenceLoss)."""
-    return _safe_norm(target_mag - pred_mag) / _safe_norm(target_mag)
+                         target_mag: Float[Array, "*batch f b"],
+                         target_norm: Float[Array, "*batch"] | None = None) -> Float[Array, "*batch"]:
+    """||target - pred||_F / ||target||_F (Arik et al. 2018; auraloss SpectralConvergenceLoss);
+    ``target_norm``: ||target||_F when it is cached (``mrstft_norms``)."""
+    norm = _safe_norm(target_mag) if target_norm is None else target_norm
+    return _safe_norm(target_mag - pred_mag) / norm
 
 
 def log_magnitude_l1(pred_mag: Float[Array, "*batch f b"],
@@ -110,14 +122,16 @@ def log_magnitude_l1(pred_mag: Float[Array, "*batch f b"],
 
 
 def multi_resolution_stft(pred_mags: tuple[Float[Array, "*batch f b"], ...],
-                          target_mags: tuple[Float[Array, "*batch f b"], ...]
+                          target_mags: tuple[Float[Array, "*batch f b"], ...],
+                          target_norms: tuple[Float[Array, "*batch"], ...] | None = None
                           ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """(spectral convergence, log-magnitude L1), each averaged over resolutions.
 
     Their sum is ``auraloss.freq.MultiResolutionSTFTLoss(w_sc=1, w_log_mag=1)`` (Yamamoto et
-    al. 2020, eq. 4-6) for one clip.
+    al. 2020, eq. 4-6) for one clip. ``target_norms``: ``mrstft_norms(target_mags)`` if cached.
     """
-    sc = sum(spectral_convergence(p, t) for p, t in zip(pred_mags, target_mags))
+    norms = (None,) * len(target_mags) if target_norms is None else target_norms
+    sc = sum(spectral_convergence(p, t, n) for p, t, n in zip(pred_mags, target_mags, norms))
     lm = sum(log_magnitude_l1(p, t) for p, t in zip(pred_mags, target_mags))
     return sc / len(pred_mags), lm / len(pred_mags)
 
@@ -145,14 +159,17 @@ def loudness_delta_lu(pred_lufs: Float[Array, "*batch"], target_lufs: Float[Arra
 
 
 def matching_loss(pred: Features, target: Features, weights: LossWeights = LossWeights(),
-                  pred_perceptual=None, target_perceptual=None, perceptual_cfg=None
+                  pred_perceptual=None, target_perceptual=None, perceptual_cfg=None,
+                  target_mrstft_norms: tuple[Float[Array, "*batch"], ...] | None = None
                   ) -> LossTerms:
     """The matching loss between precomputed features; every term and the weighted total.
 
     The CREPE terms need ``pred_perceptual``/``target_perceptual`` (``perceptual.analyze``)
     when their weight is non-zero; ``perceptual_cfg`` defaults to ``PerceptualConfig()``.
+    ``target_mrstft_norms``: ``mrstft_norms(target.mrstft_mag)`` when the caller caches them
+    (the same loss, up to float32 rounding of the sums).
     """
-    sc, lm = multi_resolution_stft(pred.mrstft_mag, target.mrstft_mag)
+    sc, lm = multi_resolution_stft(pred.mrstft_mag, target.mrstft_mag, target_mrstft_norms)
     terms = dict(
         spectral_convergence=sc,
         log_magnitude=lm,

@@ -178,6 +178,15 @@ def test_analyze_shared_stft_equals_separate_functions():
     np.testing.assert_allclose(feats.mrstft_mag[i] ** 2,
                                F.stft_power(normalized, CFG.n_fft, CFG.hop_length),
                                rtol=1e-3, atol=1e-6)
+    # mel power, frame energy and the K-weighted energy come from one product of the raw
+    # spectrogram, the first two scaled by the gain afterwards: the same sums in another order
+    # and the STFT of a scaled clip, i.e. float32 rounding over ~500 bins (rtol 1e-4)
+    power = F.stft_power(normalized, CFG.n_fft, CFG.hop_length)
+    np.testing.assert_allclose(feats.frame_energy, np.sum(power, axis=-1), rtol=1e-4)
+    raw_power = F.stft_power(x, CFG.n_fft, CFG.hop_length)
+    np.testing.assert_allclose(feats.loudness_lufs, F.loudness_from_power(
+        raw_power, CFG.num_samples, CFG.sample_rate, CFG.n_fft, CFG.hop_length,
+        CFG.loudness_floor_lufs), atol=1e-4)
 
 
 def test_analyze_batch_invariance_and_vmap():
