@@ -261,6 +261,16 @@ def _frame_indices(num_samples: int, n_fft: int, hop: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
+def _reflected_frame_indices(num_samples: int, n_fft: int, hop: int) -> np.ndarray:
+    """``_frame_indices`` into the clip itself, the ``n_fft // 2`` samples of reflect padding on
+    each side mapped back to the samples they mirror (``np.pad(mode="reflect")``: no edge
+    repeat), so that framing needs no padded copy of the clip."""
+    i = _frame_indices(num_samples, n_fft, hop) - n_fft // 2
+    i = np.where(i < 0, -i, i)
+    return np.where(i >= num_samples, 2 * (num_samples - 1) - i, i).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
 def dft_matrices(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     """Windowed real-input DFT as two (n_fft, n_fft // 2 + 1) matrices (cos, -sin)."""
     n = np.arange(n_fft)[:, None]
@@ -279,6 +289,8 @@ def stft_frames(audio: Float[Array, "*batch samples"], n_fft: int, hop: int,
                 pad_mode: str) -> Float[Array, "*batch frames n_fft"]:
     """Centered frames of ``stft_power`` (``n_fft // 2`` samples of ``pad_mode`` padding on
     each side, a frame every ``hop`` samples), unwindowed."""
+    if pad_mode == "reflect":
+        return audio[..., _reflected_frame_indices(audio.shape[-1], n_fft, hop)]
     pad = [(0, 0)] * (audio.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     padded = jnp.pad(audio, pad, mode=pad_mode)
     return padded[..., _frame_indices(audio.shape[-1], n_fft, hop)]

@@ -223,6 +223,9 @@ def _render_sanitized(params01, keys, cfg: SynthConfig, note, velocity, note_len
                              note_length_s)
 
 
+FILTER_LOOP_UNROLL = 4  # samples per iteration of the per-sample filter / drive / amp loop
+
+
 def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: SynthConfig,
                       velocity, note_length_s):
     """Everything after the oscillators, in one loop over samples: the noise
@@ -261,9 +264,13 @@ def _filter_drive_amp(x, noise_seed, g_ctrl, tremolo, params01, phys, cfg: Synth
         return state, jax.lax.dynamic_update_index_in_dim(buf, y, n, 1)
 
     # the output overwrites the input in place (sample n is read before it is written): a scan's
-    # stacked output would first fill a fresh (samples, batch) buffer with zeros
+    # stacked output would first fill a fresh (samples, batch) buffer with zeros. Four samples
+    # per iteration: the loop's counter, index and state-copy kernels then run once per four
+    # samples instead of once per sample (10 -> ~6 kernels per sample; the same audio bit for
+    # bit; 5-13 % less CPU time for the render at batch 1,024 in A/B runs; 8 was no faster, 16
+    # slower)
     zero = jnp.zeros(x.shape[:1], x.dtype)
-    _, y = jax.lax.fori_loop(0, x.shape[1], step, ((zero, zero), x))
+    _, y = jax.lax.fori_loop(0, x.shape[1], step, ((zero, zero), x), unroll=FILTER_LOOP_UNROLL)
     return y
 
 

@@ -130,6 +130,19 @@ def test_stft_matches_librosa_reflect():
     np.testing.assert_allclose(ours, ref.T, atol=1e-3 * ref.max())
 
 
+@pytest.mark.parametrize("num_samples,n_fft,hop", [(11025, 2048, 512), (11025, 256, 64),
+                                                   (1000, 512, 100), (513, 1024, 256)])
+def test_reflect_framing_reads_the_clip_as_the_padded_copy(num_samples, n_fft, hop):
+    """Frames gathered straight from the clip (the reflect padding folded into the indices)
+    are the frames of np.pad(mode="reflect"), bit for bit, at the edges as in the middle."""
+    x = np.random.default_rng(num_samples).standard_normal((2, num_samples)).astype(np.float32)
+    padded = np.pad(x, [(0, 0), (n_fft // 2, n_fft // 2)], mode="reflect")
+    starts = np.arange(1 + num_samples // hop) * hop
+    expected = np.stack([padded[:, s:s + n_fft] for s in starts], axis=1)
+    np.testing.assert_array_equal(np.asarray(F.stft_frames(jnp.asarray(x), n_fft, hop, "reflect")),
+                                  expected)
+
+
 # --------------------------------------------------------------------- analyze
 
 
