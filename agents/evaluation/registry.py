@@ -10,6 +10,7 @@ charged render per step) and takes the target audio as well (``takes_audio``).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable
 
 import jax
@@ -36,7 +37,15 @@ from agents.search.common import (
     update_best,
 )
 from agents.search.gradient import grad_match
-from agents.search.pitch_first import MAX_COARSE_ST, PitchFirstConfig, match_level
+from agents.search.pitch_first import (
+    MAX_COARSE_ST,
+    PITCH_HELD,
+    PitchFirstConfig,
+    fold_note,
+    match_level,
+    target_pitch,
+    tune_allows_pitch,
+)
 from agents.search.pitch_first import pitch_first as with_pitch_first
 from agents.search.random_search import random_search
 from jaxsynth import params as P
@@ -48,6 +57,10 @@ SEARCH_MATCHERS = ("random", "cmaes", "grad")
 AMORTIZED_MATCHERS = ("amortized", "amortized+level", "amortized+cmaes", "amortized+gain+cmaes")
 POLICY_MATCHERS = ("sac", "sac+cmaes") + AMORTIZED_MATCHERS
 AMORTIZED_SIGMA = 0.1  # CMA-ES step size from the amortized guess (normalized units)
+# CMA-ES step size from the learned matcher's best, which CMA-ES refines holding its pitch
+# (benchmarks/learned_refine.py on seed-1 presets, chosen there and reported on the harness's
+# seed-0 presets: benchmarks/RESULTS.md, "Learned matcher, third pass")
+LEARNED_SIGMA = 0.08
 
 
 class MatcherTable(dict):
@@ -71,7 +84,8 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     """``{name: matcher}``: random search, CMA-ES and gradient matching, plus, given a trained
     ``python -m agents.sac_train`` run directory, "sac" (the policy alone; from the amortized
     guess, with the guess's own rows, when the run was trained with ``--amortized``) and
-    "sac+cmaes" (the policy with a quarter of the budget, then CMA-ES refinement); given a run
+    "sac+cmaes" (the policy with a quarter of the budget, then CMA-ES refinement from its best
+    with step size ``LEARNED_SIGMA``, holding its pitch); given a run
     directory that holds an amortized network (``python -m agents.amortized_train``),
     "amortized" (its guess, one render) and "amortized+cmaes" (the guess, then CMA-ES with the
     rest of the budget).
@@ -83,10 +97,11 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     note there (``agents.search.pitch_first``; f0 by ``pitch_method``: auto, yin or crepe); the
     learned matchers ("sac", "sac+cmaes"), whose policy edits at the env's fixed note (the
     amortized guess reads the target's f0), end with the level and pitch correction
-    (``then_level``: 2 of their renders)."""
+    (``then_level``: 4 of their renders), and "sac+cmaes"'s CMA-ES holds the policy's pitch
+    (``then_cmaes(hold_pitch=True)``)."""
     matchers: dict[str, Matcher] = {"random": random_search, "cmaes": cmaes_match, "grad": grad_match}
+    pcfg = PitchFirstConfig(method=pitch_method)
     if pitch_first:
-        pcfg = PitchFirstConfig(method=pitch_method)
         matchers = {name: with_pitch_first(fn, pcfg) for name, fn in matchers.items()}
     amortized_run = policy_run is not None and is_amortized_run(policy_run)
     if amortized_run:
@@ -99,9 +114,9 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
             start = amortized_guess(loaded.amortized, pitch_first)  # guess's own rows come with it
             matchers.update(amortized_matchers(loaded.amortized, pitch_first))
         sac = policy_matcher(SACPolicy(loaded, policy_mode), start=start)
-        learned = {"sac": sac, "sac+cmaes": then_cmaes(sac)}
+        learned = {"sac": sac, "sac+cmaes": then_cmaes(sac, sigma0=LEARNED_SIGMA, hold_pitch=True)}
         if pitch_first:  # the policy edits at the env's note: check the pitch (and level) at the end
-            learned = {name: then_level(fn, first_budget=None) for name, fn in learned.items()}
+            learned = {name: then_level(fn, first_budget=None, pcfg=pcfg) for name, fn in learned.items()}
         matchers.update(learned)
     return MatcherTable(matchers)
 
@@ -132,6 +147,35 @@ def tune_to_f0(params01: np.ndarray, target_semis: np.ndarray, pitched: np.ndarr
     cols = coarse + fine
     moved[:, cols] = np.asarray(P.snap(P.normalize(jnp.asarray(new, jnp.float32))))[:, cols]
     return np.where(ok[:, None], moved, x).astype(np.float32)
+
+
+def unfold_tune(params01: np.ndarray, ref_note: float, base01) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of pitch-first's ``fold_note``: move each preset's first-oscillator tune
+    (coarse + fine, relative to ``base01``'s) into the render note, so that a search holding
+    that tune (``PITCH_HELD``) keeps the preset's pitch. The second oscillator keeps its
+    interval to the first (its tune moves by the same amount, clipped to range: only an
+    interval of more than two octaves is changed) and the filter cutoff moves by ``-key_track
+    * offset`` semitones so that key tracking hears the same note (clipped to its range).
+    Returns (params01, render notes). Pure NumPy, no render."""
+    x = np.asarray(params01, np.float32)
+    phys = np.asarray(P.denormalize(jnp.asarray(x)), np.float64)
+    base = np.asarray(P.denormalize(jnp.asarray(base01, jnp.float32)), np.float64)
+    c1, f1 = P.INDEX["osc1.coarse_st"], P.INDEX["osc1.fine_cents"]
+    c2, f2 = P.INDEX["osc2.coarse_st"], P.INDEX["osc2.fine_cents"]
+    cut, kt = P.INDEX["filter.cutoff_hz"], P.INDEX["filter.key_track"]
+    offset = (phys[:, c1] - base[c1]) + (phys[:, f1] - base[f1]) / 100.0  # semitones
+    tune2 = phys[:, c2] - MAX_COARSE_ST + phys[:, f2] / 100.0 - offset
+    coarse2 = np.clip(np.round(tune2), -MAX_COARSE_ST, MAX_COARSE_ST)
+    spec_cut = P.SPECS[cut]
+    new = phys.copy()
+    new[:, c1], new[:, f1] = base[c1], base[f1]
+    new[:, c2] = coarse2 + MAX_COARSE_ST
+    new[:, f2] = np.clip(100.0 * (tune2 - coarse2), -100.0, 100.0)
+    new[:, cut] = np.clip(phys[:, cut] * 2.0 ** (-phys[:, kt] * offset / 12.0), spec_cut.low, spec_cut.high)
+    cols = [c1, f1, c2, f2, cut]  # only these change (a round trip of the rest is not exact)
+    moved = x.copy()
+    moved[:, cols] = np.asarray(P.snap(P.normalize(jnp.asarray(new, jnp.float32))))[:, cols]
+    return moved, (ref_note + offset).astype(np.float32)
 
 
 def amortized_guess(loaded: LoadedAmortized, tune_from_f0: bool = False) -> Callable:
@@ -190,36 +234,49 @@ def amortized_matcher(loaded: LoadedAmortized, tune_from_f0: bool = False) -> Ma
     return matcher
 
 
-def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None = 1) -> Matcher:
+def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None = 1,
+               pcfg: PitchFirstConfig = PitchFirstConfig()) -> Matcher:
     """``first``, then the pitch-first matchers' level and pitch correction of its best preset
-    (``agents.search.pitch_first.match_level``: the output gain moves by the loudness
-    difference, the render note by a pitch error over 50 cents unless ``fix_pitch`` is False;
-    2 more renders, charged). ``first`` gets ``first_budget`` renders (None: all the budget but
-    those 2), so the whole matcher spends ``first_budget + 2`` renders (or the budget)."""
+    (``agents.search.pitch_first.match_level`` with ``pcfg``'s in-tune copies: the output gain
+    moves by the loudness difference; unless ``fix_pitch`` is False, a match of a pitched
+    target that reads off its f0 is replaced by an in-tune copy with its noise and second
+    oscillator turned down, or transposed; ``2 + len(pcfg.pitched_scales)`` more renders,
+    charged). ``first`` gets ``first_budget`` renders (None: all the budget but those), so the
+    whole matcher spends ``first_budget`` plus the level step's renders (or the budget).
+    For pitched targets the corrected preset is kept even where its spectral loss is higher
+    (the right note comes first, as in pitch-first matching); elsewhere the lower loss wins."""
+    scales = pcfg.pitched_scales if fix_pitch else ()
+    cost = 2 + len(scales)
+
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 target_audio=None, target_params01=None):
-        check_budget(budget, (1 if first_budget is None else int(first_budget)) + 2,
+        check_budget(budget, (1 if first_budget is None else int(first_budget)) + cost,
                      "search and level correction")
-        b1 = int(budget) - 2 if first_budget is None else int(first_budget)
+        b1 = int(budget) - cost if first_budget is None else int(first_budget)
         r1 = first(key, target, module_mask, b1, cfg, base01=base01, target_audio=target_audio,
                    target_params01=target_params01)
         used = int(r1.trace_renders[-1])
-        f0 = pitch.note_from_yin(jnp.asarray(target_audio, jnp.float32), pitch.PitchConfig(cfg.synth.sample_rate))
-        target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan) if fix_pitch else None
         t = r1.best_params01.shape[0]
-        x, notes, terms = match_level(target, np.asarray(r1.best_params01), np.full(t, cfg.note, np.float32),
-                                      module_mask, cfg, target_f0, method="yin")
+        notes_in = np.full(t, cfg.note, np.float32) if r1.render_note is None else np.asarray(r1.render_note)
+        target_f0 = None
+        if fix_pitch:
+            f0 = target_pitch(target_audio, cfg.synth.sample_rate, pcfg.method)
+            target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan)
+        x, notes, terms = match_level(target, np.asarray(r1.best_params01), notes_in, module_mask, cfg, target_f0,
+                                      pcfg.method, pitched_scales=scales, pitched_slack=pcfg.pitched_slack,
+                                      pitched_floor=pcfg.pitched_floor)
         win = np.asarray(terms.total) < np.asarray(r1.best_loss)
+        if target_f0 is not None:
+            win |= np.isfinite(target_f0)
         pick = lambda a, b: np.where(win.reshape((-1,) + (1,) * (np.ndim(a) - 1)), a, b)
         best_x = pick(x, np.asarray(r1.best_params01))
         best_terms = jax.tree.map(lambda a, b: jnp.asarray(pick(np.asarray(a), np.asarray(b))), terms,
                                   r1.best_terms)
-        loss = jnp.minimum(r1.best_loss, jnp.asarray(terms.total))
         return MatchResult(jnp.asarray(best_x), best_terms.total, best_terms,
-                           np.concatenate([r1.trace_renders, [used + 2]]),
-                           jnp.concatenate([r1.trace_loss, loss[:, None]], axis=1),
+                           np.concatenate([r1.trace_renders, [used + cost]]),
+                           jnp.concatenate([r1.trace_loss, best_terms.total[:, None]], axis=1),
                            jnp.concatenate([r1.trace_params01, jnp.asarray(best_x)[:, None]], axis=1),
-                           np.where(win, notes, cfg.note).astype(np.float32))
+                           np.where(win, notes, notes_in).astype(np.float32))
 
     matcher.takes_audio = True
     return matcher
@@ -227,7 +284,7 @@ def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None 
 
 def amortized_matchers(loaded: LoadedAmortized, tune_from_f0: bool = False) -> dict[str, Matcher]:
     """"amortized" (the guess, 1 render), "amortized+level" (the guess with its loudness and
-    pitch corrected, 3 renders) and "amortized+cmaes" (the guess, then CMA-ES from it with step
+    pitch corrected, 4 renders) and "amortized+cmaes" (the guess, then CMA-ES from it with step
     size ``AMORTIZED_SIGMA`` and the rest of the budget); "amortized+gain+cmaes" corrects the
     guess's output gain first (3 renders, the render note stays) and hands that to CMA-ES."""
     guess = amortized_matcher(loaded, tune_from_f0)
@@ -238,12 +295,34 @@ def amortized_matchers(loaded: LoadedAmortized, tune_from_f0: bool = False) -> d
 
 
 def then_cmaes(first: Matcher, share: float = 0.25, sigma0: float = 0.15,
-               first_budget: int | None = None) -> Matcher:
+               first_budget: int | None = None, hold_pitch: bool = False) -> Matcher:
     """``first`` with ``share`` of the budget (at least one render; exactly ``first_budget``
     renders where given), then CMA-ES from its best preset with the rest (step size ``sigma0``:
-    a local refinement). The trace is the two traces joined."""
+    a local refinement). The trace is the two traces joined.
+
+    ``hold_pitch``: CMA-ES keeps the first stage's pitch, as pitch-first matching does: the
+    first oscillator's tune moves into the render note (``unfold_tune``) and is held there, so
+    the refinement searches timbre (and the second oscillator's interval) only; its presets are
+    folded back into the tune at the end (``fold_note``; ``render_note`` says where that did not
+    fit). Without it a step size of 0.1 moves the coarse tune by ~5 semitones per sample, and
+    the refinement lands on another note for most pitched targets (benchmarks/RESULTS.md,
+    "Learned matcher, third pass")."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
+
+    def refine(key, target, module_mask, budget, cfg, base01, start):
+        if not (hold_pitch and tune_allows_pitch(module_mask)):
+            return cmaes_match(key, target, module_mask, budget, cfg, base01=base01, init01=start,
+                               sigma0=sigma0)
+        start, notes = unfold_tune(np.asarray(start), cfg.note, base01)
+        held = replace(cfg, held=tuple(dict.fromkeys(cfg.held + PITCH_HELD)))
+        r = cmaes_match(key, target, module_mask, budget, held, base01=base01, init01=start,
+                        sigma0=sigma0, notes=jnp.asarray(notes))
+        t, k = r.trace_params01.shape[:2]
+        best, best_note = fold_note(np.asarray(r.best_params01), notes, cfg.note)
+        trace, _ = fold_note(np.asarray(r.trace_params01).reshape(t * k, -1), np.repeat(notes, k), cfg.note)
+        return r._replace(best_params01=jnp.asarray(best), render_note=best_note,
+                          trace_params01=jnp.asarray(trace.reshape(t, k, -1)))
 
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 **target_extras):
@@ -251,18 +330,21 @@ def then_cmaes(first: Matcher, share: float = 0.25, sigma0: float = 0.15,
         b1 = int(first_budget) if first_budget is not None else max(1, int(round(budget * share)))
         r1 = first(k1, target, module_mask, b1, cfg, base01=base01, **target_extras)
         used = int(r1.trace_renders[-1])
-        r2 = cmaes_match(k2, target, module_mask, budget - used, cfg, base01=base01,
-                         init01=r1.best_params01, sigma0=sigma0)
+        r2 = refine(k2, target, module_mask, budget - used, cfg, base01, r1.best_params01)
         better = r1.best_loss[:, None] <= r2.trace_loss  # (T, K2): keep r1's best where CMA-ES is worse
         tl2 = jnp.where(better, r1.best_loss[:, None], r2.trace_loss)
         tp2 = jnp.where(better[..., None], r1.best_params01[:, None], r2.trace_params01)
         win = r1.best_loss <= r2.best_loss
         pick = lambda a, b: jnp.where(win.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+        notes = lambda r: np.full(win.shape, cfg.note, np.float32) if r.render_note is None else r.render_note
+        note = None
+        if r1.render_note is not None or r2.render_note is not None:
+            note = np.where(np.asarray(win), notes(r1), notes(r2)).astype(np.float32)
         return MatchResult(pick(r1.best_params01, r2.best_params01), pick(r1.best_loss, r2.best_loss),
                            jax.tree.map(pick, r1.best_terms, r2.best_terms),
                            np.concatenate([r1.trace_renders, used + r2.trace_renders]),
                            jnp.concatenate([r1.trace_loss, tl2], axis=1),
-                           jnp.concatenate([r1.trace_params01, tp2], axis=1))
+                           jnp.concatenate([r1.trace_params01, tp2], axis=1), note)
 
     matcher.takes_audio = takes_audio(first)
     return matcher

@@ -148,6 +148,7 @@ def test_bad_run_directory_errors(tmp_path):
 def test_registry_matchers_from_run_directory(tmp_path):
     from agents.evaluation.registry import build_matchers
     from agents.search.common import MatchConfig, render_features, target_features_of_params
+    from agents.search.pitch_first import PitchFirstConfig
     from jaxsynth.synth import SynthConfig
 
     A.save_amortized(tmp_path, _tiny_params(), TINY, {})
@@ -165,7 +166,7 @@ def test_registry_matchers_from_run_directory(tmp_path):
     assert int(both.trace_renders[0]) == 1 and int(both.trace_renders[-1]) <= 24
     assert (np.asarray(both.best_loss) <= np.asarray(res.best_loss)).all()
     level = matchers["amortized+level"](jax.random.key(0), feats, mask, 8, cfg, target_audio=audio)
-    assert int(level.trace_renders[-1]) == 3
+    assert int(level.trace_renders[-1]) == 3 + len(PitchFirstConfig().pitched_scales)  # guess, copies, final
     assert (np.asarray(level.best_loss) <= np.asarray(res.best_loss)).all()
     gain = matchers["amortized+gain+cmaes"](jax.random.key(0), feats, mask, 24, cfg, target_audio=audio)
     assert list(gain.trace_renders[:2]) == [1, 3] and int(gain.trace_renders[-1]) <= 24
