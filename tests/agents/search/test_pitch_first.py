@@ -393,3 +393,41 @@ def test_level_step_transposes_the_copy_that_reads_a_pitch():
     x_s, n_s, _ = match_level(tfeat, drowned_up[None], notes, FULL, CFG, f0, "yin")
     np.testing.assert_array_equal(x_s[0, P.INDEX["noise.level"]], drowned_up[P.INDEX["noise.level"]])
     assert n_s[0] == CFG.note
+
+
+def test_copies_at_target_note_only_where_the_search_played_another_octave():
+    """Target 0's match plays an octave below its f0's note (the competition picked f0/2): its
+    copies play at the f0's note and the first copy is the match itself, then the first
+    quieter copy; target 1 (render note = f0's note), target 2 (unpitched) keep everything."""
+    from agents.search.pitch_first import copies_at_target_note, quieter_variants
+
+    x = np.stack([preset(**{"noise.level": 0.8, "osc2.level": 0.5})] * 3)
+    v = quieter_variants(x, (0.4, 0.2), floor=True)
+    f0 = np.asarray([PP.midi_to_hz(57.0), PP.midi_to_hz(62.3), np.nan])
+    notes = np.asarray([45.0, 62.3, 60.0], np.float32)
+    got, got_notes = copies_at_target_note(v, notes, f0)
+    assert got.shape == v.shape and got_notes.shape == v.shape[:2]
+    np.testing.assert_array_equal(got[0, :2], np.stack([x[0], x[0]]))
+    np.testing.assert_array_equal(got[0, 2], v[0, 1])
+    np.testing.assert_allclose(got_notes[0], [45.0, 57.0, 57.0], atol=1e-4)
+    np.testing.assert_array_equal(got[1:], v[1:])
+    np.testing.assert_array_equal(got_notes[1:], np.repeat(notes[1:, None], 3, axis=1))
+
+
+def test_level_step_hears_the_match_at_the_f0_note_before_moving_it():
+    """A match played an octave below its target's A3 (note 45; a plain saw, so it reads an
+    octave low; no noise or second oscillator, so every copy is the match): the level step's
+    first copy plays it at the f0's note, reads in tune and is taken as heard, so the note is the f0's note itself (a move by the measured difference would
+    land a few cents from it) and the preset is the match's."""
+    from agents.search.pitch_first import match_level
+
+    saw = preset(**{"osc1.coarse_st": "-3", "osc1.shape": 1.0, "output.gain_db": -10.0})
+    match = preset(**{"osc1.shape": 1.0, "noise.level": 0.0, "osc2.level": 0.0, "output.gain_db": -10.0})
+    _, tfeat = render_params(saw[None], CFG)
+    f0 = np.asarray([PP.midi_to_hz(57.0)])
+    x, n, _ = match_level(tfeat, match[None], np.asarray([45.0], np.float32), FULL, CFG, f0, "yin",
+                          pitched_scales=(0.4, 0.2), pitched_floor=True)
+    assert float(n[0]) == pytest.approx(57.0, abs=1e-4)
+    gain = P.INDEX["output.gain_db"]
+    rest = [j for j in range(P.N_PARAMS) if j != gain]
+    np.testing.assert_array_equal(x[0, rest], match[rest])
