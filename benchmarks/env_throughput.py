@@ -162,6 +162,9 @@ def main(argv=None) -> dict | list:
                         help="skip the bare n_fft-point STFT of the same clips (the step's yardstick)")
     parser.add_argument("--batch-chunk", type=int, default=FeatureConfig.batch_chunk,
                         help="FeatureConfig.batch_chunk (0: analyse the whole batch in one pass)")
+    parser.add_argument("--mrstft-sizes", type=int, nargs="+", default=list(FeatureConfig.mrstft_fft_sizes),
+                        help="FeatureConfig.mrstft_fft_sizes (the MR-STFT resolutions; fewer change "
+                             "the loss: for speed studies only)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: envs 1 and 16, bank 8, 2 steps per call, 2 reps")
     parser.add_argument("--json", metavar="PATH", help="write the rows (and the setup) as JSON")
@@ -180,7 +183,8 @@ def main(argv=None) -> dict | list:
     config = E.EnvConfig(
         synth=SynthConfig(sample_rate=args.sample_rate, duration_s=args.duration_s),
         features=FeatureConfig(sample_rate=args.sample_rate, duration_s=args.duration_s,
-                               batch_chunk=args.batch_chunk or None),
+                               batch_chunk=args.batch_chunk or None,
+                               mrstft_fft_sizes=tuple(args.mrstft_sizes)),
         bank_size=args.bank_size, init=args.init, build_chunk=min(E.EnvConfig.build_chunk, args.bank_size))
     if args.calibrate:
         rows = calibrate(config, args.seed, args.calibrate_n, (0.02, 0.05, 0.1, 0.2))
