@@ -30,7 +30,7 @@ condition on it (DDSP, Engel et al. 2020; differentiable-synth sound matching wi
    reads in tune, the lowest-loss such copy replaces the match (a search that copies a noisy
    pitched target's noise gives a match read at no pitch; the right note comes before a lower
    spectral loss, ``pitched_slack``; where the search played another octave than the f0, the
-   copies are the match and its quieter copies at the f0's note); where none reads in tune, the
+   copies are the match and its quieter copies at the f0's octave); where none reads in tune, the
    lowest-loss one that reads a pitch at all is taken and its render note moves by the
    difference; the output gain moves by the loudness difference (clipped to its range); the
    final loss terms are those of the corrected preset (a second render). Every render is
@@ -232,21 +232,25 @@ def quieter_variants(params01: np.ndarray, scales: tuple[float, ...], floor: boo
 def copies_at_target_note(variants: np.ndarray, notes: np.ndarray, target_f0_hz, tolerance_cents: float = 50.0,
                           ) -> tuple[np.ndarray, np.ndarray]:
     """(variants, their render notes), both (T, V, ...): where a pitched target's match plays
-    more than ``tolerance_cents`` from the note of ``target_f0_hz`` (the octave competition chose
-    f0/2 or 2*f0, and the level step checks against f0), the copies play at the f0's note and
-    the first copy is the match itself, followed by the first V - 2 of the quieter copies; the
-    match (index 0) and every other target keep the render note. Measured on 64 held-out
-    stage-3 presets: such matches often read an octave off or unpitched, and the note move the
-    level step would make after them reads differently from what was measured (noise,
-    filters and a second oscillator do not transpose like the note)."""
+    whole octaves (within ``tolerance_cents``) from the note of ``target_f0_hz`` (the octave
+    competition chose f0/2 or 2*f0, and the level step checks against f0), the copies play
+    those octaves closer, at the f0's octave, and the first copy is the match itself, followed
+    by the first V - 2 of the quieter copies; the match (index 0) and every other target keep
+    the render note (a render note a fraction of an octave from the f0's note is a preset's
+    own tune offset, not the competition's). Measured on 64 held-out stage-3 presets: such
+    matches often read an octave off or unpitched, and the note move the level step would make
+    after them reads differently from what was measured (noise, filters and a second
+    oscillator do not transpose like the note)."""
     notes = np.asarray(notes, np.float32)
     f0 = np.asarray(target_f0_hz, np.float64) if target_f0_hz is not None else np.full(notes.shape, np.nan)
-    f0_note = 69.0 + 12.0 * np.log2(np.where(np.isfinite(f0), f0, 440.0) / 440.0)
-    moved = np.isfinite(f0) & (np.abs(f0_note - notes) * 100.0 > tolerance_cents)
+    apart = 69.0 + 12.0 * np.log2(np.where(np.isfinite(f0), f0, 440.0) / 440.0) - notes
+    octaves = np.round(apart / 12.0)
+    moved = np.isfinite(f0) & (octaves != 0) & (np.abs(apart - 12.0 * octaves) * 100.0 <= tolerance_cents)
     out = np.array(variants, np.float32, copy=True)
     out_notes = np.repeat(notes[:, None], out.shape[1], axis=1)
     out[moved, 1:] = np.concatenate([out[moved, :1], out[moved, 1:-1]], axis=1)
-    out_notes[moved, 1:] = np.clip(f0_note[moved], 0.0, 127.0).astype(np.float32)[:, None]
+    shifted = np.clip(notes + 12.0 * octaves, 0.0, 127.0).astype(np.float32)
+    out_notes[moved, 1:] = shifted[moved, None]
     return out, out_notes
 
 
@@ -274,8 +278,8 @@ def match_level(target: Features, params01: np.ndarray, notes: np.ndarray, modul
     factor, so loudness moves dB for dB), clipped to its range. A second render gives the final
     loss terms. Returns (params01, notes, terms); the gain stays where the output module is locked.
 
-    Where the search played another octave than the target's f0 (the octave competition's
-    pick), the copies play at the f0's note, the first of them the match itself
+    Where the search played whole octaves from the target's f0 (the octave competition's
+    pick), the copies play at the f0's octave, the first of them the match itself
     (``copies_at_target_note``): a transposition that is heard before it is taken.
 
     ``pitched_scales``: where the target is pitched but the match reads unpitched or more than

@@ -396,22 +396,25 @@ def test_level_step_transposes_the_copy_that_reads_a_pitch():
 
 
 def test_copies_at_target_note_only_where_the_search_played_another_octave():
-    """Target 0's match plays an octave below its f0's note (the competition picked f0/2): its
-    copies play at the f0's note and the first copy is the match itself, then the first
-    quieter copy; target 1 (render note = f0's note), target 2 (unpitched) keep everything."""
+    """Target 0's match plays an octave below its f0's note (the competition picked f0/2) and
+    target 1's two octaves above: their copies play at the f0's octave and the first copy is
+    the match itself, then the first quieter copy. Target 2 (render note = f0's note), target 3
+    (unpitched) and target 4 (3 semitones from the f0's note: a preset's own tune offset, as
+    with a coarse tune of -3 at note 60) keep everything."""
     from agents.search.pitch_first import copies_at_target_note, quieter_variants
 
-    x = np.stack([preset(**{"noise.level": 0.8, "osc2.level": 0.5})] * 3)
+    x = np.stack([preset(**{"noise.level": 0.8, "osc2.level": 0.5})] * 5)
     v = quieter_variants(x, (0.4, 0.2), floor=True)
-    f0 = np.asarray([PP.midi_to_hz(57.0), PP.midi_to_hz(62.3), np.nan])
-    notes = np.asarray([45.0, 62.3, 60.0], np.float32)
+    f0 = np.asarray([PP.midi_to_hz(57.0), PP.midi_to_hz(50.5), PP.midi_to_hz(62.3), np.nan, PP.midi_to_hz(57.0)])
+    notes = np.asarray([45.0, 74.5, 62.3, 60.0, 60.0], np.float32)
     got, got_notes = copies_at_target_note(v, notes, f0)
     assert got.shape == v.shape and got_notes.shape == v.shape[:2]
-    np.testing.assert_array_equal(got[0, :2], np.stack([x[0], x[0]]))
-    np.testing.assert_array_equal(got[0, 2], v[0, 1])
-    np.testing.assert_allclose(got_notes[0], [45.0, 57.0, 57.0], atol=1e-4)
-    np.testing.assert_array_equal(got[1:], v[1:])
-    np.testing.assert_array_equal(got_notes[1:], np.repeat(notes[1:, None], 3, axis=1))
+    for i in (0, 1):
+        np.testing.assert_array_equal(got[i, :2], np.stack([x[i], x[i]]))
+        np.testing.assert_array_equal(got[i, 2], v[i, 1])
+    np.testing.assert_array_equal(got_notes[:2], [[45.0, 57.0, 57.0], [74.5, 50.5, 50.5]])
+    np.testing.assert_array_equal(got[2:], v[2:])
+    np.testing.assert_array_equal(got_notes[2:], np.repeat(notes[2:, None], 3, axis=1))
 
 
 def test_level_step_hears_the_match_at_the_f0_note_before_moving_it():
