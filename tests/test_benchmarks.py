@@ -66,7 +66,10 @@ def test_throughputs_are_positive_and_consistent(suite_run):
     for name, (median, worst) in bf16["rel_err"].items():
         assert 0 <= median <= worst, name
     assert bf16["rel_err"]["total"][1] < 0.05
-    assert bf16["rel_err"]["loudness_lu"][1] == 0.0  # loudness stays float32
+    # loudness stays float32: the bfloat16 program sums the same float32 K-weighted energies in
+    # another order at most (relative rounding ~sqrt(frames) * 2**-24 < 1e-5), where a bfloat16
+    # loudness would be off by ~2**-9 = 2e-3
+    assert bf16["rel_err"]["loudness_lu"][1] < 1e-5
 
 
 def test_markdown_sections_written_and_others_kept(suite_run):
