@@ -36,11 +36,9 @@ from jaxsynth.synth import SynthConfig  # noqa: E402
 def split_matcher(policy_run: str, first: int, sigma: float, hold_pitch: bool) -> R.Matcher:
     """``sac+cmaes`` with the policy's renders fixed at ``first``, CMA-ES's step size ``sigma``
     and its pitch held or not; the policy and its guess as ``build_matchers`` loads them."""
-    from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
+    from agents.sac.policy import load_policy  # noqa: PLC0415 (loads orbax state)
 
-    loaded = load_policy(policy_run, 0)
-    start = None if loaded.amortized is None else R.amortized_guess(loaded.amortized, True)
-    sac = R.policy_matcher(SACPolicy(loaded, "greedy"), start=start)
+    sac = R.learned_policy(load_policy(policy_run, 0))
     return R.then_level(R.then_cmaes(sac, sigma0=sigma, first_budget=first, hold_pitch=hold_pitch),
                         first_budget=None)
 

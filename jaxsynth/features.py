@@ -52,10 +52,9 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxsynth.loudness import (ABSOLUTE_GATE_LUFS, LUFS_OFFSET_DB, RELATIVE_GATE_LU,  # noqa: F401
-                               _gated_loudness, _loudness_lufs, check_audio, is_traced,
-                               loudness_from_power, k_weight, k_weighting_coeffs,
-                               k_weighting_impulse_response, k_weighting_power_response,
-                               loudness_blocks, loudness_lufs, stft_block_weights)
+                               _loudness_lufs, check_audio, is_traced, k_weight, k_weighted_bin_energy,
+                               k_weighting_coeffs, k_weighting_impulse_response, loudness_blocks,
+                               loudness_from_frame_energy, loudness_from_power, loudness_lufs)
 from jaxsynth.loudness import loudness_gain_db as _gain_to_reference_db
 
 
@@ -221,9 +220,7 @@ def main_band_matrix(cfg: FeatureConfig) -> np.ndarray:
     Parseval column of ``loudness.loudness_from_power``, so that one product of the main power
     spectrogram gives the mel-band power, each frame's energy and its K-weighted energy
     (three passes over the spectrogram in one)."""
-    bin_weight = np.full(cfg.n_fft // 2 + 1, 2.0 / cfg.n_fft, np.float32)  # one-sided, Parseval
-    bin_weight[0] = bin_weight[-1] = 1.0 / cfg.n_fft
-    k_column = k_weighting_power_response(cfg.sample_rate, cfg.n_fft) * bin_weight
+    k_column = k_weighted_bin_energy(cfg.sample_rate, cfg.n_fft)
     ones = np.ones(cfg.n_fft // 2 + 1, np.float32)
     return np.concatenate([mel_filterbank(cfg), ones[:, None], k_column[:, None]], axis=1).astype(np.float32)
 
@@ -440,9 +437,8 @@ def _analyze(audio: Float[Array, "*batch samples"], cfg: FeatureConfig) -> Featu
         # the frame energy; the last two are scaled by the gain afterwards (a per-clip constant)
         raw = {r: stft(audio, *r) for r in resolutions}
         bands = raw[main] @ main_band_matrix(cfg)
-        block_ms = bands[..., cfg.n_mels + 1] @ stft_block_weights(cfg.num_samples, cfg.sample_rate,
-                                                                   cfg.n_fft, cfg.hop_length)
-        loud = _gated_loudness(block_ms, cfg.loudness_floor_lufs)
+        loud = loudness_from_frame_energy(bands[..., cfg.n_mels + 1], cfg.num_samples, cfg.sample_rate,
+                                          cfg.n_fft, cfg.hop_length, cfg.loudness_floor_lufs)
         gain_db = loudness_gain_db(loud, cfg)
         power_gain = (10.0 ** (gain_db / 10.0))[..., None, None]
         mel = bands[..., :cfg.n_mels] * power_gain

@@ -244,25 +244,42 @@ def stft_block_weights(num_samples: int, sample_rate: int, n_fft: int, hop: int)
     return (overlap * hop / window_energy / block).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=None)
+def k_weighted_bin_energy(sample_rate: int, n_fft: int) -> np.ndarray:
+    """(n_fft // 2 + 1,) weights that turn a frame's one-sided power spectrum into its
+    K-weighted windowed energy: |H_K(f)|^2 (``k_weighting_power_response``) times Parseval's
+    one-sided bin weights (2 / n_fft, the DC and Nyquist bins 1 / n_fft)."""
+    bin_weight = np.full(n_fft // 2 + 1, 2.0 / n_fft, np.float32)
+    bin_weight[0] = bin_weight[-1] = 1.0 / n_fft
+    return k_weighting_power_response(sample_rate, n_fft) * bin_weight
+
+
+def loudness_from_frame_energy(frame_energy: Float[Array, "*batch frames"], num_samples: int, sample_rate: int,
+                               n_fft: int, hop: int, floor_lufs: float = -100.0) -> Float[Array, "*batch"]:
+    """Integrated loudness (LUFS) from each STFT frame's K-weighted windowed energy (a power
+    spectrogram times ``k_weighted_bin_energy``): ``stft_block_weights`` gathers it into the
+    BS.1770-4 blocks and the gating is ``loudness_lufs``'s."""
+    if n_fft % hop or n_fft // hop < 3:
+        raise ValueError(f"loudness from a power spectrogram needs a hop that divides n_fft at least 3 times "
+                         f"(constant overlap-add of the squared Hann window), got n_fft {n_fft}, hop {hop}")
+    block_ms = frame_energy @ stft_block_weights(num_samples, sample_rate, n_fft, hop)
+    return _gated_loudness(block_ms, floor_lufs)
+
+
 def loudness_from_power(power: Float[Array, "*batch frames bins"], num_samples: int, sample_rate: int,
                         n_fft: int, hop: int, floor_lufs: float = -100.0) -> Float[Array, "*batch"]:
     """Integrated loudness (LUFS) from a centred periodic-Hann power spectrogram of the clip
     (``features.stft_power(audio, n_fft, hop)``, n_fft / hop an integer >= 3), so the analysis needs no
     STFT or filter of its own: K-weighting is applied as |H_K(f)|^2 on the bins
     (``k_weighting_power_response``), Parseval's theorem turns each frame's weighted power into
-    windowed energy, ``stft_block_weights`` gathers it into the BS.1770-4 blocks, and the gating
-    is ``loudness_lufs``'s. Differs from the time-domain filter by the frequency resolution of
-    the bins (the 38 Hz high-pass is a few bins wide) and by how a block edge splits a frame's
-    energy: within 0.2 LU of it on tones, noise and gated clips (tests/jaxsynth/test_loudness.py).
+    windowed energy (``k_weighted_bin_energy``), ``stft_block_weights`` gathers it into the
+    BS.1770-4 blocks, and the gating is ``loudness_lufs``'s. Differs from the time-domain filter
+    by the frequency resolution of the bins (the 38 Hz high-pass is a few bins wide) and by how a
+    block edge splits a frame's energy: within 0.2 LU of it on tones, noise and gated clips
+    (tests/jaxsynth/test_loudness.py).
     """
-    if n_fft % hop or n_fft // hop < 3:
-        raise ValueError(f"loudness_from_power needs a hop that divides n_fft at least 3 times "
-                         f"(constant overlap-add of the squared Hann window), got n_fft {n_fft}, hop {hop}")
-    bin_weight = np.full(n_fft // 2 + 1, 2.0 / n_fft, np.float32)  # one-sided spectrum, Parseval
-    bin_weight[0] = bin_weight[-1] = 1.0 / n_fft
-    frame_energy = power @ (k_weighting_power_response(sample_rate, n_fft) * bin_weight)
-    block_ms = frame_energy @ stft_block_weights(num_samples, sample_rate, n_fft, hop)
-    return _gated_loudness(block_ms, floor_lufs)
+    return loudness_from_frame_energy(power @ k_weighted_bin_energy(sample_rate, n_fft), num_samples,
+                                      sample_rate, n_fft, hop, floor_lufs)
 
 
 def loudness_gain_db(loudness: Float[Array, "*batch"], reference_lufs: float = -20.0,

@@ -42,7 +42,8 @@ from agents.search.pitch_first import (
     PITCH_HELD,
     PitchFirstConfig,
     fold_note,
-    match_level,
+    level_renders,
+    level_step,
     target_pitch,
     tune_allows_pitch,
 )
@@ -107,18 +108,25 @@ def build_matchers(policy_run: str | None = None, policy_mode: str = "greedy",
     if amortized_run:
         matchers.update(amortized_matchers(load_amortized(policy_run), pitch_first))
     if policy_run is not None and (not amortized_run or os.path.isdir(os.path.join(policy_run, "checkpoints"))):
-        from agents.sac.policy import SACPolicy, load_policy  # noqa: PLC0415 (loads orbax state)
+        from agents.sac.policy import load_policy  # noqa: PLC0415 (loads orbax state)
         loaded = load_policy(policy_run, seed_index)
-        start = None
-        if loaded.amortized is not None:  # trained from the guess: it starts there, and the
-            start = amortized_guess(loaded.amortized, pitch_first)  # guess's own rows come with it
+        if loaded.amortized is not None:  # trained from the guess: the guess's own rows come with it
             matchers.update(amortized_matchers(loaded.amortized, pitch_first))
-        sac = policy_matcher(SACPolicy(loaded, policy_mode), start=start)
+        sac = learned_policy(loaded, policy_mode, pitch_first)
         learned = {"sac": sac, "sac+cmaes": then_cmaes(sac, sigma0=LEARNED_SIGMA, hold_pitch=True)}
         if pitch_first:  # the policy edits at the env's note: check the pitch (and level) at the end
             learned = {name: then_level(fn, first_budget=None, pcfg=pcfg) for name, fn in learned.items()}
         matchers.update(learned)
     return MatcherTable(matchers)
+
+
+def learned_policy(loaded, policy_mode: str = "greedy", tune_from_f0: bool = True) -> Matcher:
+    """A loaded ``python -m agents.sac_train`` run (``agents.sac.policy.load_policy``) as a
+    matcher: the policy's edits, from the amortized guess (its first charged render; transposed
+    to the target's f0 with ``tune_from_f0``) where the run was trained from one."""
+    from agents.sac.policy import SACPolicy  # noqa: PLC0415 (loads orbax state)
+    start = None if loaded.amortized is None else amortized_guess(loaded.amortized, tune_from_f0)
+    return policy_matcher(SACPolicy(loaded, policy_mode), start=start)
 
 
 def tune_to_f0(params01: np.ndarray, target_semis: np.ndarray, pitched: np.ndarray) -> np.ndarray:
@@ -237,16 +245,15 @@ def amortized_matcher(loaded: LoadedAmortized, tune_from_f0: bool = False) -> Ma
 def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None = 1,
                pcfg: PitchFirstConfig = PitchFirstConfig()) -> Matcher:
     """``first``, then the pitch-first matchers' level and pitch correction of its best preset
-    (``agents.search.pitch_first.match_level`` with ``pcfg``'s in-tune copies: the output gain
+    (``agents.search.pitch_first.level_step`` with ``pcfg``'s in-tune copies: the output gain
     moves by the loudness difference; unless ``fix_pitch`` is False, a match of a pitched
     target that reads off its f0 is replaced by an in-tune copy with its noise and second
-    oscillator turned down, or transposed; ``2 + len(pcfg.pitched_scales)`` more renders,
+    oscillator turned down, or transposed; ``level_renders(pcfg, fix_pitch)`` more renders,
     charged). ``first`` gets ``first_budget`` renders (None: all the budget but those), so the
     whole matcher spends ``first_budget`` plus the level step's renders (or the budget).
     For pitched targets the corrected preset is kept even where its spectral loss is higher
     (the right note comes first, as in pitch-first matching); elsewhere the lower loss wins."""
-    scales = pcfg.pitched_scales if fix_pitch else ()
-    cost = 2 + len(scales)
+    cost = level_renders(pcfg, fix_pitch)
 
     def matcher(key, target, module_mask, budget, cfg=MatchConfig(), base01=P.DEFAULT_PARAMS01,
                 target_audio=None, target_params01=None):
@@ -262,9 +269,8 @@ def then_level(first: Matcher, fix_pitch: bool = True, first_budget: int | None 
         if fix_pitch:
             f0 = target_pitch(target_audio, cfg.synth.sample_rate, pcfg.method)
             target_f0 = np.where(np.asarray(f0.pitched), np.asarray(f0.f0_hz), np.nan)
-        x, notes, terms = match_level(target, np.asarray(r1.best_params01), notes_in, module_mask, cfg, target_f0,
-                                      pcfg.method, pitched_scales=scales, pitched_slack=pcfg.pitched_slack,
-                                      pitched_floor=pcfg.pitched_floor)
+        x, notes, terms = level_step(pcfg, target, np.asarray(r1.best_params01), notes_in, module_mask, cfg,
+                                     target_f0)
         win = np.asarray(terms.total) < np.asarray(r1.best_loss)
         if target_f0 is not None:
             win |= np.isfinite(target_f0)

@@ -339,6 +339,21 @@ def match_level(target: Features, params01: np.ndarray, notes: np.ndarray, modul
     return x, notes, jax.tree.map(lambda v: np.asarray(v)[:, 0], terms)
 
 
+def level_renders(pcfg: PitchFirstConfig, fix_pitch: bool = True) -> int:
+    """Renders the level step (``level_step``) charges per target: the measuring render, one per
+    in-tune copy (only when it checks the pitch), the final one."""
+    return 2 + (len(pcfg.pitched_scales) if fix_pitch else 0)
+
+
+def level_step(pcfg: PitchFirstConfig, target: Features, params01: np.ndarray, notes: np.ndarray, module_mask,
+               cfg: MatchConfig, target_f0_hz: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, LossTerms]:
+    """``match_level`` as ``pcfg`` sets it up (its estimator and in-tune copies); the pitch is
+    checked where ``target_f0_hz`` is given (None: level only). Every matcher's final step."""
+    return match_level(target, params01, notes, module_mask, cfg, target_f0_hz, pcfg.method,
+                       pitched_scales=pcfg.pitched_scales, pitched_slack=pcfg.pitched_slack,
+                       pitched_floor=pcfg.pitched_floor)
+
+
 def fold_note(params01: np.ndarray, notes: np.ndarray, ref_note: float) -> tuple[np.ndarray, np.ndarray]:
     """Move each target's note offset from ``ref_note`` into the coarse + fine tune of both
     oscillators where every value stays in range (a silent second oscillator's tune is clipped
@@ -418,7 +433,7 @@ def pitch_first(matcher, pcfg: PitchFirstConfig = PitchFirstConfig()):
         pitched = np.asarray(note.pitched)
         k_compete, k_search, k_plain = jax.random.split(key, 3)
         budget = int(budget)
-        level_cost = 2 + len(pcfg.pitched_scales) if pcfg.level else 0
+        level_cost = level_renders(pcfg) if pcfg.level else 0
         results = {}
         groups = []
         if pitched.any():
@@ -481,10 +496,8 @@ def _assemble(results, t, target, module_mask, cfg, pcfg, level_cost, target_f0)
         for field, x in zip(LossTerms._fields, bt):
             getattr(best_terms, field)[idx] = x
     if pcfg.level:
-        lev_params, notes_out, lev_terms = match_level(target, best_params, notes_out, module_mask, cfg,
-                                                       target_f0, pcfg.method, pitched_scales=pcfg.pitched_scales,
-                                                       pitched_slack=pcfg.pitched_slack,
-                                                       pitched_floor=pcfg.pitched_floor)
+        lev_params, notes_out, lev_terms = level_step(pcfg, target, best_params, notes_out, module_mask, cfg,
+                                                      target_f0)
         best_params = lev_params
         best_terms = jax.tree.map(np.asarray, lev_terms)
         renders = np.append(renders, renders[-1] + level_cost)
