@@ -15,7 +15,7 @@ from jaxsynth.io import OutputPathError, check_output_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agents.sac.amortized import LR_SCHEDULES, AmortizedConfig  # noqa: PLC0415 (jax import after parsing --help)
+    from agents.sac.amortized import DISCRETE_HEADS, LR_SCHEDULES, AmortizedConfig  # noqa: PLC0415 (jax import after parsing --help)
 
     d = AmortizedConfig()
     p = argparse.ArgumentParser(prog="python -m agents.amortized_train", description=__doc__.split("\n")[0],
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, choices=("scratch", "pca"), default=default)
         elif f.name == "lr_schedule":
             p.add_argument(flag, choices=LR_SCHEDULES, default=default)
+        elif f.name == "discrete_head":
+            p.add_argument(flag, choices=DISCRETE_HEADS, default=default)
         else:
             p.add_argument(flag, type=type(default), default=default)
     return p

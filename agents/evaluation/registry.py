@@ -200,7 +200,7 @@ def amortized_guess(loaded: LoadedAmortized, tune_from_f0: bool = False) -> Call
     def net_guess(lm, audio, loud):
         f0 = pitch.note_from_yin(audio, config.pitch)
         scalars = target_scalars(f0, loud, config.note)
-        return guess_params01(config.net(), params, lm, scalars), scalars
+        return guess_params01(config.net(), params, lm, scalars, config.discrete_head), scalars
 
     def guess(target, target_audio, cfg, module_mask, base01):
         if target_audio is None:

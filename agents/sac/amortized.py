@@ -94,6 +94,7 @@ class AmortizedLoadError(ValueError):
 
 
 LR_SCHEDULES = ("constant", "cosine")
+DISCRETE_HEADS = ("categorical", "snapped")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class AmortizedConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # or "cosine": decays to 0 over ``steps`` (long runs)
     ce_weight: float = 0.25  # cross-entropy (nats) relative to the mean L1 (normalized units)
+    # "categorical": softmax heads + cross-entropy for the discrete parameters; "snapped": the
+    # ablation, discrete parameters regressed like the continuous ones (L1) and snapped to the
+    # nearest choice (the question of categorical vs snapped, benchmarks/RESULTS.md)
+    discrete_head: str = "categorical"
     spectral_from: float = 1.0  # fraction of steps after which the spectral loss joins (1: never)
     spectral_weight: float = 0.05
     duration_s: float = 0.5  # the harness's clip length
@@ -124,6 +129,8 @@ class AmortizedConfig:
     def __post_init__(self):
         if self.encoder_init not in ("scratch", "pca"):
             raise ValueError(f"encoder_init must be 'scratch' or 'pca', got {self.encoder_init!r}")
+        if self.discrete_head not in DISCRETE_HEADS:
+            raise ValueError(f"discrete_head must be one of {DISCRETE_HEADS}, got {self.discrete_head!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         bad = [s for s in self.stages if not 0 <= s < C.N_STAGES]
@@ -214,21 +221,24 @@ def split_logits(logits: Float[Array, "B L"]) -> list[Float[Array, "B n"]]:
     return out
 
 
-def to_params01(cont01: Float[Array, "B n_params"], logits: Float[Array, "B L"]) -> Float[Array, "B n_params"]:
-    """The guess: continuous outputs, discrete parameters at their most probable choice."""
+def to_params01(cont01: Float[Array, "B n_params"], logits: Float[Array, "B L"],
+                head: str = "categorical") -> Float[Array, "B n_params"]:
+    """The guess: continuous outputs, discrete parameters at their most probable choice
+    (``head="snapped"``: at the choice nearest the regressed value; the logits are unused)."""
     x = cont01
-    for i, n, lp in zip(DISCRETE_IDX, N_CHOICES, split_logits(logits)):
+    for i, n, lp in zip(DISCRETE_IDX, N_CHOICES, split_logits(logits)) if head == "categorical" else ():
         x = x.at[..., i].set(jnp.argmax(lp, axis=-1).astype(jnp.float32) / (n - 1))
     return P.snap(jnp.clip(x, 0.0, 1.0))
 
 
 def guess_params01(net: AmortizedNet, net_params, target_log_mel: Float[Array, "B frames n_mels"],
-                   target_scalars_: Float[Array, "B 3"]) -> Float[Array, "B n_params"]:
+                   target_scalars_: Float[Array, "B 3"], head: str = "categorical") -> Float[Array, "B n_params"]:
     """Pure, batched, jit-able: the preset guessed for each target (snapped, in [0, 1]).
     ``net`` is static (a hashable flax module; ``AmortizedConfig.net()``); ``target_scalars_``
-    comes from ``target_scalars`` (f0 re the note, pitched, loudness)."""
+    comes from ``target_scalars`` (f0 re the note, pitched, loudness); ``head`` is the
+    network's ``AmortizedConfig.discrete_head``."""
     cont01, logits = net.apply(net_params, target_log_mel, target_scalars_)
-    return to_params01(cont01, logits)
+    return to_params01(cont01, logits, head)
 
 
 def start_fn(loaded: "LoadedAmortized", chunk: int = 256) -> Callable:
@@ -244,7 +254,7 @@ def start_fn(loaded: "LoadedAmortized", chunk: int = 256) -> Callable:
 
     def guess(target01):
         audio, feats = rendering.render_analyze(target01, key, cfg.synth, cfg.features, cfg.note, 1.0)
-        return guess_params01(net, net_params, *analyse_targets(audio, feats, cfg))
+        return guess_params01(net, net_params, *analyse_targets(audio, feats, cfg), cfg.discrete_head)
 
     def start(key_, target01, target_log_mel, stage):
         del key_, target_log_mel, stage  # the guess depends on the target's sound only
@@ -313,8 +323,10 @@ def audibility_weights(true01: Float[Array, "B n_params"], note: float = 60.0) -
     return w
 
 
-def _oriented_param_loss(cont01, logits, true01, ce_weight: float, note: float):
+def _oriented_param_loss(cont01, logits, true01, ce_weight: float, note: float, head: str):
     w = audibility_weights(true01, note)
+    if head == "snapped":  # every parameter regressed: the mean weighted L1 over all of them
+        return jnp.mean(w * jnp.abs(cont01 - true01), axis=-1)
     cont = ~P.IS_DISCRETE
     l1 = jnp.sum(jnp.where(cont, w * jnp.abs(cont01 - true01), 0.0), axis=-1) / cont.sum()
     ce = 0.0
@@ -326,27 +338,27 @@ def _oriented_param_loss(cont01, logits, true01, ce_weight: float, note: float):
 
 
 def param_loss(cont01: Float[Array, "B n_params"], logits: Float[Array, "B L"],
-               true01: Float[Array, "B n_params"], ce_weight: float = 0.25, note: float = 60.0
-               ) -> Float[Array, "B"]:
+               true01: Float[Array, "B n_params"], ce_weight: float = 0.25, note: float = 60.0,
+               head: str = "categorical") -> Float[Array, "B"]:
     """Per target: the audibility-weighted parameter loss, minimised over the two orderings of
     the oscillators (so it is the same for a true preset and its oscillator-swapped twin, and
     0 for a perfect guess: ``cont01 = true01``, ``logits = one_hot_logits(true01)``)."""
-    a = _oriented_param_loss(cont01, logits, true01, ce_weight, note)
-    b = _oriented_param_loss(cont01, logits, swap_oscillators(true01), ce_weight, note)
+    a = _oriented_param_loss(cont01, logits, true01, ce_weight, note, head)
+    b = _oriented_param_loss(cont01, logits, swap_oscillators(true01), ce_weight, note, head)
     return jnp.minimum(a, b)
 
 
-def render_guess(cont01, logits):
+def render_guess(cont01, logits, head: str = "categorical"):
     """What the spectral loss renders: continuous outputs (with gradients), discrete ones at
-    their argmax (no gradient)."""
-    hard = jax.lax.stop_gradient(to_params01(cont01, logits))
+    their argmax or nearest choice (no gradient)."""
+    hard = jax.lax.stop_gradient(to_params01(cont01, logits, head))
     return jnp.where(P.IS_DISCRETE, hard, jnp.clip(cont01, 0.0, 1.0))
 
 
 def spectral_loss(cont01, logits, target: Features, config: AmortizedConfig,
                   weights: LossWeights = LossWeights()) -> Float[Array, "B"]:
     """``matching_loss(...).total`` of the rendered guess against the target's features."""
-    _, feats = rendering.render_analyze(render_guess(cont01, logits), rendering.render_key(config.render_seed),
+    _, feats = rendering.render_analyze(render_guess(cont01, logits, config.discrete_head), rendering.render_key(config.render_seed),
                                         config.synth, config.features, config.note, 1.0)
     return matching_loss(feats, target, weights).total
 
@@ -412,7 +424,7 @@ def make_losses(config: AmortizedConfig) -> Callable:
 
     def loss_fn(net_params, true01, log_mel, scalars, target_feats, spectral_on):
         cont01, logits = net.apply(net_params, log_mel, scalars)
-        pl = param_loss(cont01, logits, true01, config.ce_weight, config.note).mean()
+        pl = param_loss(cont01, logits, true01, config.ce_weight, config.note, config.discrete_head).mean()
 
         def with_spectral(_):
             sl = spectral_loss(cont01, logits, target_feats, config).mean()
@@ -506,12 +518,13 @@ def validate(net_params, val: Validation, config: AmortizedConfig) -> dict[str, 
 def _validate_jit(net_params, val: Validation, config: AmortizedConfig):
     net = config.net()
     cont01, logits = net.apply(net_params, val.log_mel, val.scalars)
-    guess = to_params01(cont01, logits)
+    guess = to_params01(cont01, logits, config.discrete_head)
     true01 = jnp.asarray(val.true01)
     _, feats = rendering.render_analyze(guess, rendering.render_key(config.render_seed), config.synth,
                                         config.features, config.note, 1.0)
     total = matching_loss(feats, val.feats).total
-    return {"param_loss": jnp.median(param_loss(cont01, logits, true01, config.ce_weight, config.note)),
+    return {"param_loss": jnp.median(param_loss(cont01, logits, true01, config.ce_weight, config.note,
+                                                config.discrete_head)),
             "param_error": jnp.mean(jnp.abs(guess - true01)),
             "guess_loss_median": jnp.median(total)}
 

@@ -58,6 +58,27 @@ def test_param_loss_zero_for_truth_and_swap_invariant():
     assert A.swap_oscillators(swapped).tolist() == y.tolist()
 
 
+def test_snapped_head_regresses_and_snaps_the_discrete_parameters():
+    """The ablation head ("snapped"): discrete parameters come from the continuous output,
+    snapped to the nearest choice (the logits are ignored), and the loss is the weighted L1 of
+    every parameter, 0 for the truth and its oscillator-swapped twin."""
+    y = _presets()
+    junk = jax.random.normal(jax.random.key(5), (y.shape[0], A.N_LOGITS))
+    np.testing.assert_array_equal(np.asarray(A.param_loss(y, junk, y, head="snapped")), 0.0)
+    np.testing.assert_array_equal(np.asarray(A.param_loss(A.swap_oscillators(y), junk, y, head="snapped")), 0.0)
+    coarse = P.INDEX["osc1.coarse_st"]
+    n = len(P.SPECS[coarse].choices)
+    near = y.at[:, coarse].add(0.4 / (n - 1))  # under half a step from the true choice
+    np.testing.assert_array_equal(np.asarray(A.to_params01(near, junk, "snapped"))[:, coarse],
+                                  np.asarray(y)[:, coarse])
+    # the categorical head reads the logits instead, so it does not return the truth here
+    assert not np.array_equal(np.asarray(A.to_params01(y, junk))[:, coarse], np.asarray(y)[:, coarse])
+    moved = y.at[:, P.INDEX["filter.cutoff_hz"]].add(0.1)
+    assert (np.asarray(A.param_loss(moved, junk, y, head="snapped")) > 0).all()
+    with pytest.raises(ValueError, match="discrete_head"):
+        A.AmortizedConfig(discrete_head="softmax")
+
+
 def test_param_loss_ignores_silent_parameters():
     y = _presets(16)
     y = y.at[:, P.INDEX["osc2.level"]].set(0.0).at[:, P.INDEX["filter.env_amount_oct"]].set(0.5)
@@ -210,3 +231,27 @@ def test_cosine_schedule_halves_the_second_step():
     assert abs(ratio - 0.5) < 1e-3, ratio
     with pytest.raises(ValueError, match="lr_schedule"):
         A.AmortizedConfig(lr_schedule="linear")
+
+
+def test_discrete_heads_benchmark_scores_choices_with_the_oscillators_swapped():
+    """benchmarks/discrete_heads.py's scoring: a guess that is the truth with its oscillators
+    swapped gets every audible discrete choice right; a coarse tune moved by an octave is
+    counted as wrong and as an octave error; silent parameters are not counted."""
+    from benchmarks import discrete_heads as D
+
+    y = np.array(P.snap(_presets(32)))
+    y[:, P.INDEX["osc1.level"]] = 0.9  # osc1 audible in every preset
+    loss = np.zeros(len(y))
+    s = D.scores(np.asarray(A.swap_oscillators(jnp.asarray(y))), y, loss, 60.0)
+    for name in ("osc1.coarse_st", "osc2.coarse_st", "unison.voices", "filter.type", "lfo.shape"):
+        right, heard = s[f"{name} exact"]
+        assert right == heard, (name, s)
+    assert s["osc1.coarse_st octave off"][0] == 0
+    i = P.INDEX["osc1.coarse_st"]
+    n = len(P.SPECS[i].choices)
+    low = y[:, i] * (n - 1) >= 12  # room for an octave down
+    moved = y.copy()
+    moved[low, i] -= 12 / (n - 1)
+    s = D.scores(moved, y, loss, 60.0)
+    assert s["osc1.coarse_st exact"][0] == 32 - low.sum()
+    assert s["osc1.coarse_st octave off"][0] == low.sum() > 0
