@@ -174,6 +174,11 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     return {"median": float(q50), "iqr": float(q75 - q25)}
 
 
+def _finite_or_none(values) -> list[float | None]:
+    """Per-target values for the JSON: floats, None where not finite (an unvoiced target)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64).ravel()]
+
+
 _PITCH_WARNED: list[str] = []
 
 
@@ -214,6 +219,9 @@ def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig
            "renders_used": int(res.trace_renders[-1]), "targets": int(len(terms.total))}
     for m in METRICS:
         row[m] = _summary(np.asarray(getattr(terms, m)))
+    # per target, in the set's order, so that two matchers (or two runs) on the same targets can
+    # be compared target by target, not only by their medians
+    row["per_target"] = {m: _finite_or_none(getattr(terms, m)) for m in ("total", "log_mel_l1")}
     if ts.true_params01 is not None:
         free = list(free_indices(ts.module_mask))
         err = np.abs(np.asarray(res.best_params01)[:, free] - ts.true_params01[:, free]).mean(axis=1)
@@ -230,6 +238,7 @@ def evaluate_set(ts: TargetSet, matcher: str, budget: int, key, cfg: MatchConfig
         err = f0_error_cents(best_audio, ref, cfg.synth.sample_rate, pitch_method)
         known = np.isfinite(err)
         row["f0_error_cents"] = _summary(err)
+        row["per_target"]["f0_error_cents"] = _finite_or_none(err)
         row["f0_off_50c"] = float(np.mean(err[known] > 50.0)) if known.any() else float("nan")
         row["f0_targets"] = int(known.sum())
     return row

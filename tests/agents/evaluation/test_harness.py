@@ -35,6 +35,10 @@ def test_same_seed_same_table(tmp_path):
         assert r["targets"] == 8 and r["renders_used"] <= 20
         for m in METRICS + ("param_error", "pitch_cents"):
             assert np.isfinite(r[m]["median"]) and r[m]["iqr"] >= 0
+        per = r["per_target"]  # target by target, in the set's order; the median is the table's
+        assert len(per["total"]) == len(per["log_mel_l1"]) == len(per["f0_error_cents"]) == 8
+        # the same float64 values; median and the 50th percentile may round their mean differently
+        assert np.isclose(np.median(per["total"]), r["total"]["median"], rtol=1e-12, atol=0.0)
     md, js = write_outputs(a, ec, str(tmp_path))
     text = open(md).read()
     assert "| stage0:filter_amp | cmaes | 20 |" in text and "mrstft" in text
