@@ -32,39 +32,33 @@ from jaxsynth.losses import matching_loss  # noqa: E402
 
 
 def guess_and_loss(loaded: A.LoadedAmortized, true01: np.ndarray):
-    """The network's guesses of ``true01``'s renders and the matching loss of each guess."""
+    """The network's guesses of ``true01``'s renders (``amortized.start_fn``, as an episode
+    start gets them) and the matching loss of each guess."""
     cfg = loaded.config
     key = rendering.render_key(cfg.render_seed)
+    start = A.start_fn(loaded)
 
     @jax.jit
     def run(t):
-        audio, feats = rendering.render_analyze(t, key, cfg.synth, cfg.features, cfg.note, 1.0)
-        guess = A.guess_params01(cfg.net(), loaded.net_params, *A.analyse_targets(audio, feats, cfg),
-                                 cfg.discrete_head)
-        _, gfeats = rendering.render_analyze(guess, key, cfg.synth, cfg.features, cfg.note, 1.0)
-        return guess, matching_loss(gfeats, feats).total
+        guess = start(None, t, None, None)
+        render = lambda x: rendering.render_analyze(x, key, cfg.synth, cfg.features, cfg.note, 1.0)[1]
+        return guess, matching_loss(render(guess), render(t)).total
 
     return jax.device_get(run(jnp.asarray(true01)))
 
 
-def choices(x01: np.ndarray, i: int) -> np.ndarray:
-    n = len(P.SPECS[i].choices)
-    return np.round(np.clip(x01[..., i], 0.0, 1.0) * (n - 1)).astype(int)
-
-
 def scores(guess: np.ndarray, true01: np.ndarray, loss: np.ndarray, note: float) -> dict:
     """Discrete accuracy (audible only, best oscillator order), octave errors, error, loss."""
-    w = np.asarray(A.audibility_weights(jnp.asarray(true01), note))
     swapped = np.asarray(A.swap_oscillators(jnp.asarray(true01)))
-    err = lambda t: np.mean(np.abs(guess - t), axis=-1)
-    t = np.where((err(swapped) < err(true01))[:, None], swapped, true01)
-    w = np.where((err(swapped) < err(true01))[:, None], np.asarray(A.audibility_weights(jnp.asarray(swapped), note)), w)
-    out = {"param_error": float(np.mean(np.minimum(err(true01), err(swapped)))),
+    err, err_swapped = (np.mean(np.abs(guess - t), axis=-1) for t in (true01, swapped))
+    t = np.where((err_swapped < err)[:, None], swapped, true01)  # the order that fits the guess
+    w = np.asarray(A.audibility_weights(jnp.asarray(t), note))
+    out = {"param_error": float(np.mean(np.minimum(err, err_swapped))),
            "guess_loss_median": float(np.median(loss))}
     for i in A.DISCRETE_IDX:
         name = P.SPECS[i].name
         heard = w[:, i] >= 0.5
-        g, y = choices(guess, i), choices(t, i)
+        g, y = (np.asarray(P.choice_index(jnp.asarray(x), name)) for x in (guess, t))
         out[f"{name} exact"] = [int(np.sum((g == y) & heard)), int(np.sum(heard))]
         if name.endswith("coarse_st"):
             octave = (g != y) & ((g - y) % 12 == 0)

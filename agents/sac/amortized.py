@@ -226,8 +226,9 @@ def to_params01(cont01: Float[Array, "B n_params"], logits: Float[Array, "B L"],
     """The guess: continuous outputs, discrete parameters at their most probable choice
     (``head="snapped"``: at the choice nearest the regressed value; the logits are unused)."""
     x = cont01
-    for i, n, lp in zip(DISCRETE_IDX, N_CHOICES, split_logits(logits)) if head == "categorical" else ():
-        x = x.at[..., i].set(jnp.argmax(lp, axis=-1).astype(jnp.float32) / (n - 1))
+    if head == "categorical":
+        for i, n, lp in zip(DISCRETE_IDX, N_CHOICES, split_logits(logits)):
+            x = x.at[..., i].set(jnp.argmax(lp, axis=-1).astype(jnp.float32) / (n - 1))
     return P.snap(jnp.clip(x, 0.0, 1.0))
 
 
