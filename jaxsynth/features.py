@@ -90,7 +90,11 @@ class FeatureConfig:
     log_floor_db: float = -80.0
     mag_eps: float = 1e-8  # power floor before sqrt/log in MR-STFT and centroid (auraloss eps)
     delta_width: int = 9
-    mrstft_fft_sizes: tuple[int, ...] = (256, 512, 1024, 2048)
+    # three resolutions, not the usual four with 256: searching without the 256-point one finds
+    # presets as close by the four-resolution loss and by log-mel (paired over 64 presets and
+    # two seeds), and each resolution costs about a fifth of the environment step
+    # (benchmarks/RESULTS.md, "Which MR-STFT resolutions matching needs")
+    mrstft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
     mrstft_hop_divisor: int = 4
     reference_lufs: float = -20.0
     max_gain_db: float = 40.0
