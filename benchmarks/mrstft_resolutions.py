@@ -7,9 +7,11 @@ The environment step's analysis is mostly its MR-STFT FFTs (benchmarks/RESULTS.m
 "Environment step and render, third pass"): three resolutions instead of four would cut the
 step by a fifth. That is only worth it if matching with the cheaper loss finds presets as good.
 Here pitch-first CMA-ES matches the same held-out presets with the loss over each set of FFT
-sizes (everything else the default analysis), and every match is then judged by the DEFAULT
-loss (all four resolutions), its log-mel L1 (dB) and its f0 error (CREPE tiny where
-installed, else YIN), so the rows are comparable. Prints one row per set; ``--json`` writes
+sizes (everything else the default analysis), and every match is then judged by the loss
+over ``--judge-sizes`` (default all four, 256-2,048: the default loss when this study was run,
+and the strictest judge of a set without 256), its log-mel L1 (dB) and its f0 error (CREPE tiny
+where installed, else YIN), so the rows are comparable. Its result set the default loss to
+512/1024/2048. Prints one row per set; ``--json`` writes
 them with the per-target figures.
 """
 
@@ -61,11 +63,13 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=256)
     ap.add_argument("--sizes", type=parse_sizes, nargs="+",
                     default=[(256, 512, 1024, 2048), (512, 1024, 2048), (256, 512, 1024)])
+    ap.add_argument("--judge-sizes", type=parse_sizes, default=(256, 512, 1024, 2048),
+                    help="FFT sizes of the loss every match is judged by")
     ap.add_argument("--pitch-method", default="auto", choices=["auto", "yin", "crepe"])
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    judge = MatchConfig(synth=SynthConfig(duration_s=0.5))
+    judge = search_config(MatchConfig(synth=SynthConfig(duration_s=0.5)), args.judge_sizes)
     ts_judge = heldout_set(args.stage, args.n, args.seed, judge)
     ref_f0 = estimate_note(ts_judge.audio, judge.synth.sample_rate, args.pitch_method).f0_hz
     matcher = pitch_first(cmaes_match, PitchFirstConfig(method=args.pitch_method))
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
                "f0_off_50c": int((err[known] > 50.0).sum()), "f0_targets": int(known.sum()),
                "seconds": round(seconds, 1), "load": load_avg()}
         rows.append(row)
-        print(f"sizes {','.join(map(str, sizes)):22s} default-loss total {row['median_total']:.3f} "
+        print(f"sizes {','.join(map(str, sizes)):22s} judged total {row['median_total']:.3f} "
               f"[{row['iqr_total']:.3f}]  log-mel {row['median_log_mel_l1']:.2f} dB  f0 median "
               f"{row['median_f0_error_cents']:.1f} c, >50c off {row['f0_off_50c']} of {row['f0_targets']}  "
               f"{seconds:.0f} s", flush=True)

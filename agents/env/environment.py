@@ -59,9 +59,9 @@ target draws and the module mask without recompiling (tested with a trace counte
 ``target_index`` is flat over stages (``stage * bank_size + i``), so an episode keeps its
 target if the stage changes mid-episode.
 
-Bank size and memory: one cached target takes 386 KB at the default analysis (MR-STFT
+Bank size and memory: one cached target takes 296 KB at the default analysis (MR-STFT
 magnitudes dominate; ``target_bank.bytes_per_target``). ``bank_size = 128`` per stage is
-4 x 128 x 386 KB = 188 MiB, comfortable on a 24 GB CPU host or any GPU, with 128 distinct
+4 x 128 x 296 KB = 145 MiB, comfortable on a 24 GB CPU host or any GPU, with 128 distinct
 targets per stage (x 32 start presets with ``init="random"``). Raise it where memory is to spare.
 The step's temporaries stay small (300 MB at 4,096 envs on a CPU, benchmarks/RESULTS.md): the
 matching loss is computed inside the analysis' chunk loop (``rendering.env_render_loss``), so

@@ -12,9 +12,9 @@ the same for equal parameters, so the matching loss is a deterministic function 
 batch vs single rendering), and the target's own parameters reach loss ~0.
 
 Memory: the cached ``Features`` hold the MR-STFT magnitudes of every resolution, about
-90,000 float32 values (~360 KB) per 0.5 s target with the default analysis; with the
-observation log-mel, MFCC and the rest one target takes 386 KB (``bytes_per_target``). The
-default bank (4 stages x 128 targets) is therefore 188 MiB; see agents/env/environment.py for the choice
+67,500 float32 values (~270 KB) per 0.5 s target with the default analysis; with the
+observation log-mel, MFCC and the rest one target takes 296 KB (``bytes_per_target``). The
+default bank (4 stages x 128 targets) is therefore 145 MiB; see agents/env/environment.py for the choice
 of ``bank_size``.
 
 CREPE terms: when ``config.loss_weights`` gives a CREPE term (``crepe_embedding`` or
