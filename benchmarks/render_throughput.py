@@ -30,6 +30,11 @@ Systems and what each computes per sound:
     python benchmarks/render_throughput.py --quick                   # batch 1, 64; 22.05 kHz
     python benchmarks/render_throughput.py --json out.json --write-results
     python benchmarks/render_throughput.py --profile --batches 1024  # kernel time per HLO op
+    python benchmarks/render_throughput.py --cpu-devices 2           # also: the batch spread over 2 CPU devices
+
+``--cpu-devices N`` starts JAX with N CPU devices and adds ``render-spread`` rows: ours as
+``render_batch`` runs in such a process (``synth.render_batch_spread``: one part of the batch per
+device) and SynthAX's Voice spread the same way, so both get the cores the same way.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ from benchmarks.common import (RESULTS_MD, compile_jit, load_avg, max_rss_mb, me
 from jaxsynth import features as F  # noqa: E402
 from jaxsynth import losses as L  # noqa: E402
 from jaxsynth import params as P  # noqa: E402
-from jaxsynth.synth import SynthConfig, render_batch_jit  # noqa: E402
+from jaxsynth.synth import SynthConfig, local_cpu_devices, render_batch_jit, render_batch_spread  # noqa: E402
 
 MODES = ("render", "render+features", "render+features+loss")
+SPREAD = "render-spread"  # the batch split over the CPU devices, one part per device (--cpu-devices)
 
 
 # ----------------------------------------------------------------------------- jaxsynth
@@ -75,6 +81,9 @@ def time_jaxsynth(mode: str, batch: int, cfg: SynthConfig, reps: int) -> dict:
     fcfg = F.FeatureConfig(sample_rate=cfg.sample_rate, duration_s=cfg.duration_s)
     if mode == "render":
         fn = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))
+        call_args = args
+    elif mode == SPREAD:  # what render_batch runs when the process has several CPU devices
+        fn = jax.jit(lambda p, k, n, v, nl: render_batch_spread(p, k, cfg, n, v, nl))
         call_args = args
     else:
         target_audio = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))(
@@ -172,16 +181,26 @@ def time_torchsynth(batch: int, cfg: SynthConfig, reps: int) -> dict:
     return dict(system="torchsynth", mode="render", compile_s=first_s, peak_bytes=None, **timing)
 
 
-def time_synthax(batch: int, cfg: SynthConfig, reps: int) -> dict:
+def time_synthax(batch: int, cfg: SynthConfig, reps: int, spread: bool = False) -> dict:
+    """SynthAX's Voice at ``batch``; with ``spread``, the same spread over the CPU devices as
+    ours (``shard_map``: each device renders batch / devices sounds of one Voice, so the peer
+    gets the same cores the same way)."""
     from synthax.config import SynthConfig as SXConfig
     from synthax.synth import Voice
 
-    voice = Voice(SXConfig(batch_size=batch, sample_rate=cfg.sample_rate,
+    devices = local_cpu_devices() if spread else [None]
+    voice = Voice(SXConfig(batch_size=-(-batch // len(devices)), sample_rate=cfg.sample_rate,
                            buffer_size_seconds=cfg.duration_s))
     params = voice.init(jax.random.PRNGKey(0))
-    compiled, compile_s, peak = compile_jit(jax.jit(voice.apply), params)
+    fn = voice.apply
+    if spread:
+        mesh = jax.sharding.Mesh(np.array(devices), ("cpu",))
+        fn = jax.shard_map(voice.apply, mesh=mesh, in_specs=jax.sharding.PartitionSpec(),
+                           out_specs=jax.sharding.PartitionSpec("cpu"), check_vma=False)
+    compiled, compile_s, peak = compile_jit(jax.jit(fn), params)
     timing = time_calls(lambda: compiled(params), reps)
-    return dict(system="synthax", mode="render", compile_s=compile_s, peak_bytes=peak, **timing)
+    return dict(system="synthax", mode=SPREAD if spread else "render", compile_s=compile_s,
+                peak_bytes=peak, **timing)
 
 
 # ----------------------------------------------------------------------------- floors
@@ -279,16 +298,18 @@ def table(rows: list[dict]) -> str:
 
 def ratios(rows: list[dict]) -> str:
     """jaxsynth render x-realtime divided by each peer's, per sample rate and batch; in
-    brackets the same ratio by process CPU time (robust to other jobs on a shared machine)."""
+    brackets the same ratio by process CPU time (robust to other jobs on a shared machine).
+    A ``render-spread`` row (several CPU devices) is set against the peers' own spread row where
+    there is one (SynthAX), else their plain render."""
     by = {(r["system"], r["mode"], r["sample_rate"], r["batch"]): r for r in rows}
-    lines = ["| sample rate | batch | jaxsynth x rt | torchsynth x rt | ours / torchsynth (CPU) "
-             "| synthax x rt | ours / synthax (CPU) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| sample rate | batch | jaxsynth mode | jaxsynth x rt | torchsynth x rt | ours / torchsynth (CPU) "
+             "| synthax x rt | ours / synthax (CPU) |", "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for (system, mode, sr, b), r in by.items():
-        if system != "jaxsynth" or mode != "render":
+        if system != "jaxsynth" or mode not in ("render", SPREAD):
             continue
-        cells = [f"{sr}", f"{b}", f"{r['x_realtime']:,.0f}"]
+        cells = [f"{sr}", f"{b}", mode, f"{r['x_realtime']:,.0f}"]
         for peer in ("torchsynth", "synthax"):
-            p = by.get((peer, "render", sr, b))
+            p = by.get((peer, mode, sr, b)) or by.get((peer, "render", sr, b))
             cells += ([f"{p['x_realtime']:,.0f}", f"{r['x_realtime'] / p['x_realtime']:.2f} "
                        f"({p['cpu_s'] / max(r['cpu_s'], 1e-9):.2f})"] if p else ["-", "-"])
         lines.append("| " + " | ".join(cells) + " |")
@@ -307,6 +328,10 @@ def main(argv=None) -> dict:
                         help="auto: time torchsynth/synthax when importable")
     parser.add_argument("--no-floors", action="store_true")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--cpu-devices", type=int, default=1,
+                        help="CPU devices to start JAX with (jax_num_cpu_devices); above 1 also "
+                             "times the render spread over them (ours and SynthAX's), as "
+                             "render_batch runs it in a process started that way")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 64 at 22.05 kHz, 3 reps")
     parser.add_argument("--json", metavar="PATH", help="write setup and rows as JSON (after every row)")
     parser.add_argument("--results-md", default=RESULTS_MD, help="the RESULTS.md to write")
@@ -318,6 +343,10 @@ def main(argv=None) -> dict:
                         help="instead of timing: XLA kernel time per HLO op of the render at each "
                              "--batches (jax.profiler trace; proportions, not absolute ms)")
     args = parser.parse_args(argv)
+    if args.cpu_devices < 1:
+        parser.error(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
+    if args.cpu_devices > 1:  # before anything starts JAX's CPU backend
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     if args.quick:
         args.batches, args.sample_rates, args.reps = [1, 64], [22050], 3
     if args.profile:
@@ -343,7 +372,7 @@ def main(argv=None) -> dict:
     else:
         meta = metadata(sys.argv[1:] if argv is None else argv, "benchmarks/render_throughput.py")
         status = peer_status() if args.peers == "auto" else {"torchsynth": "off", "synthax": "off"}
-        meta.update(peers=status, peer_versions=peer_versions())
+        meta.update(peers=status, peer_versions=peer_versions(), cpu_devices=args.cpu_devices)
         rows = []
     print(f"# {meta['device']}, jax {meta['jax']}; peers: {status}", flush=True)
 
@@ -362,10 +391,15 @@ def main(argv=None) -> dict:
                 if mode != "render" and batch > args.feature_max_batch:
                     continue
                 emit(finish(time_jaxsynth(mode, batch, cfg, args.reps), batch, cfg))
+            spread = args.cpu_devices > 1 and "render" in args.modes
+            if spread:
+                emit(finish(time_jaxsynth(SPREAD, batch, cfg, args.reps), batch, cfg))
             if status.get("torchsynth") == "ok":
                 emit(finish(time_torchsynth(batch, cfg, args.reps), batch, cfg))
             if status.get("synthax") == "ok":
                 emit(finish(time_synthax(batch, cfg, args.reps), batch, cfg))
+                if spread:
+                    emit(finish(time_synthax(batch, cfg, args.reps, spread=True), batch, cfg))
             if not args.no_floors:
                 for row in time_floors(batch, cfg, args.reps):
                     emit(finish(row, batch, cfg))

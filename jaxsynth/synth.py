@@ -392,6 +392,36 @@ def render_batch_jit(params01, keys, cfg, note, velocity, note_length_s):
     return render_batch_map(lambda audio: audio, params01, keys, cfg, note, velocity, note_length_s)
 
 
+def local_cpu_devices() -> list:
+    """The CPU devices of this process when the CPU is JAX's default backend, else [].
+    There is one unless the process asked for more before JAX started (``JAX_NUM_CPU_DEVICES=2``
+    in the environment, ``jax.config.update("jax_num_cpu_devices", 2)`` first thing, or XLA's
+    ``--xla_force_host_platform_device_count``)."""
+    return jax.local_devices(backend="cpu") if jax.default_backend() == "cpu" else []
+
+
+@partial(jax.jit, static_argnames="cfg")
+def render_batch_spread(params01, keys, cfg, note, velocity, note_length_s):
+    """``render_batch_jit`` with the batch split over the local CPU devices, one part per device
+    (``shard_map``; the batch padded with copies of its first sound to a multiple of the device
+    count); the audio comes back split over the devices (``render_batch`` moves it to the
+    first). Same audio bit for bit: every sound renders independently of the others.
+
+    Why: XLA:CPU runs one program's per-sample filter loop on one thread and does not overlap
+    independent operations, so a single-device render leaves the second core of a 2-core CPU
+    idle for about half its time (benchmarks/RESULTS.md, "Render on two cores"); one device
+    per core runs two loops at once. Needs more than one CPU device (``local_cpu_devices``)."""
+    devices = local_cpu_devices()
+    n, b = len(devices), params01.shape[0]
+    pad = -b % n
+    grow = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+    mesh = jax.sharding.Mesh(np.array(devices), ("cpu",))
+    spec = jax.sharding.PartitionSpec("cpu")
+    part = jax.shard_map(lambda p, k, *note_args: render_batch_jit(p, k, cfg, *note_args),
+                         mesh=mesh, in_specs=(spec,) * 5, out_specs=spec, check_vma=False)
+    return part(*(grow(a) for a in (params01, keys, note, velocity, note_length_s)))[:b]
+
+
 def render(params01: Float[Array, "n_params"], key: Array, config: SynthConfig = SynthConfig(),
            note: float = 60.0, velocity: float = 1.0,
            note_length_s: float | None = None) -> Float[Array, "samples"]:
@@ -435,5 +465,9 @@ def render_batch(params01: Float[Array, "batch n_params"], keys: Array,
         raise ValueError(f"render_batch needs one key per sound: keys of shape ({b},) from "
                          f"jax.random.split(key, {b}), got shape {jnp.shape(keys)}")
     as_batch = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (b,))
-    return render_batch_jit(jnp.asarray(params01, jnp.float32), _key_of(keys), config,
-                             as_batch(note), as_batch(velocity), as_batch(note_length_s))
+    args = (jnp.asarray(params01, jnp.float32), _key_of(keys), config,
+            as_batch(note), as_batch(velocity), as_batch(note_length_s))
+    devices = local_cpu_devices()
+    if len(devices) > 1 and b > 1:  # one part of the batch per CPU device, back on the first
+        return jax.device_put(render_batch_spread(*args), devices[0])
+    return render_batch_jit(*args)
