@@ -33,7 +33,7 @@ Systems and what each computes per sound:
     python benchmarks/render_throughput.py --cpu-devices 2           # also: the batch spread over 2 CPU devices
 
 ``--cpu-devices N`` starts JAX with N CPU devices and adds ``render-spread`` rows: ours as
-``render_batch`` runs in such a process (``synth.render_batch_spread``: one part of the batch per
+``render_batch(..., spread=True)`` runs in such a process (``synth.render_batch_spread``: one part of the batch per
 device) and SynthAX's Voice spread the same way, so both get the cores the same way.
 """
 
@@ -82,7 +82,7 @@ def time_jaxsynth(mode: str, batch: int, cfg: SynthConfig, reps: int) -> dict:
     if mode == "render":
         fn = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))
         call_args = args
-    elif mode == SPREAD:  # what render_batch runs when the process has several CPU devices
+    elif mode == SPREAD:  # render_batch(..., spread=True) with several CPU devices
         fn = jax.jit(lambda p, k, n, v, nl: render_batch_spread(p, k, cfg, n, v, nl))
         call_args = args
     else:
@@ -331,7 +331,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cpu-devices", type=int, default=1,
                         help="CPU devices to start JAX with (jax_num_cpu_devices); above 1 also "
                              "times the render spread over them (ours and SynthAX's), as "
-                             "render_batch runs it in a process started that way")
+                             "render_batch(..., spread=True) runs it there")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 64 at 22.05 kHz, 3 reps")
     parser.add_argument("--json", metavar="PATH", help="write setup and rows as JSON (after every row)")
     parser.add_argument("--results-md", default=RESULTS_MD, help="the RESULTS.md to write")
