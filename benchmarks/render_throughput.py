@@ -33,8 +33,9 @@ Systems and what each computes per sound:
     python benchmarks/render_throughput.py --cpu-devices 2           # also: the batch spread over 2 CPU devices
 
 ``--cpu-devices N`` starts JAX with N CPU devices and adds ``render-spread`` rows: ours as
-``render_batch(..., spread=True)`` runs in such a process (``synth.render_batch_spread``: one part of the batch per
-device) and SynthAX's Voice spread the same way, so both get the cores the same way.
+``render_batch(..., spread=True)`` runs in such a process (``synth.render_batch_spread``: one
+part of the batch per device) and SynthAX's Voice spread the same way, so both get the cores the
+same way.
 """
 
 from __future__ import annotations

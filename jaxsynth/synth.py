@@ -413,6 +413,9 @@ def render_batch_spread(params01, keys, cfg, note, velocity, note_length_s):
     idle for about half its time (benchmarks/RESULTS.md, "Render on two cores"); one device
     per core runs two loops at once. Needs more than one CPU device (``local_cpu_devices``)."""
     devices = local_cpu_devices()
+    if not devices:
+        raise ValueError(f"render_batch_spread splits a batch over CPU devices, but JAX's default "
+                         f"backend is {jax.default_backend()}; use render_batch_jit there")
     n, b = len(devices), params01.shape[0]
     pad = -b % n
     grow = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a

@@ -1,5 +1,6 @@
-"""``render_batch(..., spread=True)`` over several CPU devices (``synth.render_batch_spread``): one part of the
-batch per device, the audio back on the first device, the same sounds as one device renders.
+"""``render_batch(..., spread=True)`` over several CPU devices (``synth.render_batch_spread``):
+one part of the batch per device, the audio back on the first device, the same sounds as one
+device renders.
 
 The test process has one CPU device (JAX fixes the count when it starts), so the check runs in
 a subprocess started with ``JAX_NUM_CPU_DEVICES=2``."""
