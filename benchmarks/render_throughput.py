@@ -12,7 +12,7 @@ Systems and what each computes per sound:
   4 voices): 2 morphing PolyBLEP oscillators x 4 unison voices, noise, a resonant TPT SVF
   (LP/BP/HP) with its own ADSR, key tracking and LFO modulation, tanh drive, amp ADSR, LFO
   vibrato/tremolo. Modes: ``render``; ``render+features`` (``features.analyze``: loudness,
-  log-mel, MFCC, centroid, 4 MR-STFT resolutions); ``render+features+loss`` (plus
+  log-mel, MFCC, centroid, the default 3 MR-STFT resolutions); ``render+features+loss`` (plus
   ``losses.matching_loss`` against cached target features).
 * ``torchsynth`` (if importable): ``torchsynth.synth.Voice`` forward under ``torch.no_grad``:
   keyboard, 2 VCOs (sine; square/saw) , noise, 2 LFOs, 6 ADSRs, modulation mixer, VCA; no filter,
@@ -80,11 +80,9 @@ def time_jaxsynth(mode: str, batch: int, cfg: SynthConfig, reps: int) -> dict:
     host; timing it directly keeps the host-side checks out of the figure."""
     args = jaxsynth_inputs(batch, cfg)
     fcfg = F.FeatureConfig(sample_rate=cfg.sample_rate, duration_s=cfg.duration_s)
-    if mode == "render":
-        fn = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))
-        call_args = args
-    elif mode == SPREAD:  # render_batch(..., spread=True) with several CPU devices
-        fn = jax.jit(lambda p, k, n, v, nl: render_batch_spread(p, k, cfg, n, v, nl))
+    if mode in ("render", SPREAD):  # SPREAD: render_batch(..., spread=True) over the CPU devices
+        render = render_batch_spread if mode == SPREAD else render_batch_jit
+        fn = jax.jit(lambda p, k, n, v, nl: render(p, k, cfg, n, v, nl))
         call_args = args
     else:
         target_audio = jax.jit(lambda p, k, n, v, nl: render_batch_jit(p, k, cfg, n, v, nl))(
@@ -189,8 +187,8 @@ def time_synthax(batch: int, cfg: SynthConfig, reps: int, spread: bool = False) 
     from synthax.config import SynthConfig as SXConfig
     from synthax.synth import Voice
 
-    devices = local_cpu_devices() if spread else [None]
-    voice = Voice(SXConfig(batch_size=-(-batch // len(devices)), sample_rate=cfg.sample_rate,
+    devices = local_cpu_devices() if spread else []
+    voice = Voice(SXConfig(batch_size=-(-batch // max(len(devices), 1)), sample_rate=cfg.sample_rate,
                            buffer_size_seconds=cfg.duration_s))
     params = voice.init(jax.random.PRNGKey(0))
     fn = voice.apply

@@ -476,7 +476,7 @@ def render_batch(params01: Float[Array, "batch n_params"], keys: Array,
     as_batch = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (b,))
     args = (jnp.asarray(params01, jnp.float32), _key_of(keys), config,
             as_batch(note), as_batch(velocity), as_batch(note_length_s))
-    devices = local_cpu_devices()
-    if spread and len(devices) > 1 and b > 1:  # one part per CPU device, back on the first
+    devices = local_cpu_devices() if spread and b > 1 else []
+    if len(devices) > 1:  # one part per CPU device, back on the first
         return jax.device_put(render_batch_spread(*args), devices[0])
     return render_batch_jit(*args)

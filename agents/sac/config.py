@@ -119,7 +119,7 @@ class TrainConfig:
     duration_s: float = field(default=0.15, metadata=cli(
         "clip length in seconds", flag="--duration"))
     full_analysis: bool = field(default=False, metadata=cli(
-        "use the full feature analysis (64 mels, 4 MR-STFT sizes) instead of the "
+        "use the full feature analysis (64 mels, 3 MR-STFT sizes) instead of the "
         "small CPU one"))
     max_steps: int = field(default=4, metadata=cli(
         "edits per episode (time limit: truncation)"))
