@@ -58,7 +58,24 @@ def metadata(argv: list[str] | None = None, script: str | None = None) -> dict:
         device=f"{device.platform.upper()} ({device.device_kind})",
         cpu=_cpu_name(), cores=os.cpu_count(),
         jax=jax.__version__, jaxlib=jaxlib.__version__, numpy=np.__version__,
-        python=platform.python_version(), load_avg=load)
+        python=platform.python_version(), load_avg=load, speed_settings=speed_settings())
+
+
+# Process settings that change the speed of every system in a run, recorded with its figures.
+# GLIBC_TUNABLES=glibc.malloc.hugetlb=1 lets malloc back large buffers with transparent huge
+# pages, which cuts the page faults of every fresh output buffer (RESULTS.md, "Page faults").
+SPEED_ENV = ("GLIBC_TUNABLES", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES", "OMP_NUM_THREADS")
+
+
+def speed_settings() -> dict[str, str]:
+    """The SPEED_ENV variables that are set, and the kernel's transparent-huge-page mode."""
+    found = {k: os.environ[k] for k in SPEED_ENV if os.environ.get(k)}
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            found["transparent_hugepage"] = f.read().strip()
+    except OSError:
+        pass
+    return found
 
 
 def _cpu_name() -> str:
@@ -80,7 +97,9 @@ def metadata_lines(meta: dict, load_end: list[float] | None = None) -> str:
             f"load average at start {meta['load_avg']}{end}: "
             f"{load_note(max([meta['load_avg'], load_end or [0.0]], key=lambda x: x[0]), meta['cores'])}\n"
             f"- versions: jax {meta['jax']}, jaxlib {meta['jaxlib']}, numpy {meta['numpy']}, "
-            f"Python {meta['python']}\n")
+            f"Python {meta['python']}\n"
+            + (f"- settings: {', '.join(f'{k}={v}' for k, v in meta['speed_settings'].items())}\n"
+               if meta.get("speed_settings") else ""))
 
 
 def time_calls(fn: Callable[[], object], reps: int, sync: Callable[[object], object] = jax.block_until_ready
